@@ -64,7 +64,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-n") || !strcmp(a, "--max-tokens")) max_tokens = atoi(v);
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) threads = atoi(v);
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) ctx = atoi(v);
-        else { fprintf(stderr, "strata-master: unknown option '%s'\n", a); usage(stderr); return 2; }
+        else { fprintf(stderr, "strata-master: unknown option '%s' (see --help)\n", a); return 2; }
         i++;
     }
     if (!model_dir || !tokens) { usage(stderr); return 2; }

@@ -54,7 +54,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--untied")) { o.tied = 0; continue; }
         else if (!strcmp(a, "--mixed")) { o.mixed = 1; continue; }
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
-        else { fprintf(stderr, "strata-gen: unknown option '%s'\n", a); usage(stderr); return 2; }
+        else { fprintf(stderr, "strata-gen: unknown option '%s' (see --help)\n", a); return 2; }
         i++;
     }
     if (!out) { usage(stderr); return 2; }
