@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "master/cluster_cli.h"
 #include "master/engine.h"
 
 static double now_s(void) {
@@ -19,6 +20,7 @@ static void usage(FILE *f) {
             "  --backend NAME       cpu (default), cpu-ref, metal, cuda\n"
             "  -t, --threads N      CPU threads (default: all cores)\n"
             "  -c, --ctx N          context length (default 4096)\n");
+    cluster_cli_usage(f);
 }
 
 /* "1,2,3" -> ids; returns -1 on anything that is not a comma-separated list of integers */
@@ -54,9 +56,14 @@ static int32_t argmax(const float *x, int n) {
 int main(int argc, char **argv) {
     const char *model_dir = NULL, *tokens = NULL, *backend_name = "cpu";
     int max_tokens = 32, threads = 0, ctx = 4096;
+    cluster_opts copts;
+    cluster_opts_default(&copts);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        int used = cluster_cli_option(&copts, a, v);
+        if (used < 0) return 2;
+        if (used) { i += used - 1; continue; }
         if (!v) { fprintf(stderr, "strata-master: %s: missing value or unknown flag\n", a); return 2; }
         if (!strcmp(a, "--model") || !strcmp(a, "-m")) model_dir = v;
         else if (!strcmp(a, "--tokens")) tokens = v;
@@ -77,7 +84,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     strata_err err = {{0}};
-    engine *e = engine_local_new(model_dir, backend_name, threads, ctx, &err);
+    engine *e = cluster_cli_engine(&copts, model_dir, backend_name, threads, ctx, &err);
     if (!e) {
         fprintf(stderr, "strata-master: %s\n", err.msg);
         free(ids);
@@ -100,6 +107,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s)\n", n_ids, t1 - t0, n_ids / (t1 - t0));
     if (generated > 1)
         fprintf(stderr, "decode: %d tokens in %.3f s (%.1f tok/s)\n", generated - 1, t2 - t1, (generated - 1) / (t2 - t1));
+    cluster_cli_report(e);
 out:
     if (rc) fprintf(stderr, "strata-master: %s\n", err.msg);
     free(logits);

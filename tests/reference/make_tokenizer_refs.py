@@ -11,6 +11,11 @@ Two steps:
       OUTDIR/chat_NAME.json (transformers' apply_chat_template renders). Needs `tokenizers`,
       `transformers`, `jinja2`.
 
+The committed fixtures were made with tokenizers 0.23.2 and transformers 5.17.0 by
+  tests/fetch_tokenizers.sh .dev/tok
+  python3 tests/reference/make_tokenizer_refs.py refs tests/fixtures/tokenizer .dev/tok OUT
+and OUT/*.json copied into tests/fixtures/tokenizer/.
+
 Invalid UTF-8: HF tokenizers takes a str, which cannot hold invalid bytes. strata defines
 that invalid sequences become U+FFFD exactly as Python's bytes.decode('utf-8',
 errors='replace') does, so the reference encodes that decoded string.

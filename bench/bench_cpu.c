@@ -1,0 +1,366 @@
+/* bench_cpu: how close the cpu backend runs to the memory bandwidth of this machine.
+ *
+ *   bench_cpu [--threads N] [--json FILE] [--quick] [--skip-models] [--skip-kernels] [--model DIR]
+ *             [--models SHAPE[:LAYERS],...] [--prefill N] [--decode N]
+ *
+ * (1) read bandwidth, 1 thread and all threads; (2) q4 matvec and matmul GB/s and GFLOP/s at the
+ * matrix shapes of qwen2.5-0.5b, llama-3.2-1b and qwen2.5-7b (random weights in memory, copies
+ * cycled so they never sit in cache); (3) whole-model prefill and decode tok/s on generated
+ * checkpoints (or --model DIR), with the effective weight bandwidth of decode
+ * (weight bytes read per token x tok/s) against the measured bandwidth. Table on stdout, JSON
+ * with --json. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/forward.h"
+#include "kernels/cpu/cpu_fast.h"
+#include "kernels/cpu/threadpool.h"
+#include "tools/genmodel.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static uint64_t next(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+/* ---- (1) read bandwidth ---- */
+
+typedef struct {
+    const uint64_t *p;
+    size_t n;
+    uint64_t sink[256];
+} bw_job;
+
+/* eight independent sums: enough loads in flight to saturate the memory system; the compiler
+ * vectorises the loop */
+static void bw_run(void *arg, int ith, int nth, int thread) {
+    bw_job *j = arg;
+    (void)thread;
+    size_t a = j->n * (size_t)ith / (size_t)nth & ~(size_t)7, b = j->n * (size_t)(ith + 1) / (size_t)nth & ~(size_t)7;
+    uint64_t s[8] = {0};
+    for (size_t i = a; i < b; i += 8)
+        for (int k = 0; k < 8; k++) s[k] ^= j->p[i + k];
+    j->sink[ith] = s[0] ^ s[1] ^ s[2] ^ s[3] ^ s[4] ^ s[5] ^ s[6] ^ s[7];
+}
+
+static double read_bw(int threads, size_t bytes) {
+    tpool *tp = tp_new(threads);
+    uint64_t *p = aligned_alloc(64, bytes);
+    if (!tp || !p) { fprintf(stderr, "bench_cpu: out of memory\n"); exit(1); }
+    for (size_t i = 0; i < bytes / 8; i++) p[i] = i * 0x9e3779b97f4a7c15ull;
+    bw_job j = {p, bytes / 8, {0}};
+    double best = 0.0;
+    for (int rep = 0; rep < 6; rep++) {
+        double t0 = now();
+        tp_run(tp, bw_run, &j, threads);
+        double gbs = (double)bytes / (now() - t0) / 1e9;
+        if (gbs > best) best = gbs;
+    }
+    free(p);
+    tp_free(&tp);
+    return best;
+}
+
+/* ---- (2) matmul at model shapes ---- */
+
+typedef struct { const char *name; int rows, cols; } mat_shape;
+typedef struct { const char *model; mat_shape m[5]; } model_shapes;
+
+static const model_shapes shapes[] = {
+    {"qwen2.5-0.5b", {{"q/o", 896, 896}, {"k/v", 128, 896}, {"gate/up", 4864, 896}, {"down", 896, 4864}, {"lm_head", 151936, 896}}},
+    {"llama-3.2-1b", {{"q/o", 2048, 2048}, {"k/v", 512, 2048}, {"gate/up", 8192, 2048}, {"down", 2048, 8192}, {"lm_head", 128256, 2048}}},
+    {"qwen2.5-7b", {{"q/o", 3584, 3584}, {"k/v", 512, 3584}, {"gate/up", 18944, 3584}, {"down", 3584, 18944}, {"lm_head", 152064, 3584}}},
+};
+
+typedef struct {
+    void *mem;
+    bk_buf *w, *s, *b;
+    bk_weight wt;
+} qmat;
+
+static size_t q4_bytes(int rows, int cols, int group) {
+    return (size_t)rows * cols / 2 + 2 * (size_t)rows * (cols / group) * 2;
+}
+
+static void qmat_make(backend *be, qmat *m, int rows, int cols, int group) {
+    size_t wb = (size_t)rows * cols / 2, sb = (size_t)rows * (cols / group) * 2;
+    m->mem = malloc(wb + 2 * sb);
+    if (!m->mem) { fprintf(stderr, "bench_cpu: out of memory\n"); exit(1); }
+    uint64_t *w = m->mem;
+    for (size_t i = 0; i < wb / 8; i++) w[i] = next();
+    uint16_t *s = (uint16_t *)((char *)m->mem + wb);
+    for (size_t i = 0; i < 2 * sb / 2; i++) s[i] = bk_f32_to_f16(i % 2 ? 0.01f : -0.07f);
+    m->w = be->ops->buf_wrap(be, m->mem, wb);
+    m->s = be->ops->buf_wrap(be, s, sb);
+    m->b = be->ops->buf_wrap(be, s + sb / 2, sb);
+    m->wt = (bk_weight){.w = m->w, .scales = m->s, .biases = m->b, .wdtype = BK_U32, .sdtype = BK_F16,
+                        .rows = rows, .cols = cols, .bits = 4, .group_size = group};
+}
+
+static void qmat_free(backend *be, qmat *m) {
+    be->ops->buf_free(be, m->w), be->ops->buf_free(be, m->s), be->ops->buf_free(be, m->b);
+    free(m->mem);
+}
+
+/* seconds per matmul of n tokens; copies of the matrix cycled so that >= 384 MB are read
+ * between two uses of one copy (no cache holds it) */
+static double time_matmul(backend *be, int rows, int cols, int n, int min_reps) {
+    size_t one = q4_bytes(rows, cols, 64);
+    int copies = n > 1 ? 1 : (int)((384u << 20) / one) + 1;
+    if (copies > 64) copies = 64;
+    qmat *m = calloc((size_t)copies, sizeof *m);
+    for (int i = 0; i < copies; i++) qmat_make(be, &m[i], rows, cols, 64);
+    float *x = malloc(sizeof(float) * (size_t)n * cols);
+    for (size_t i = 0; i < (size_t)n * cols; i++) x[i] = (float)(next() % 2001) / 1000.0f - 1.0f;
+    bk_buf *xb = be->ops->buf_alloc(be, sizeof(float) * (size_t)n * cols);
+    bk_buf *yb = be->ops->buf_alloc(be, sizeof(float) * (size_t)n * rows);
+    be->ops->buf_write(be, xb, 0, x, sizeof(float) * (size_t)n * cols);
+    int reps = copies > min_reps ? copies : min_reps;
+    /* one warm-up pass, then the best of three timed passes; each call re-quantizes its input
+     * (the write invalidates the backend's cached codes), as a forward pass does */
+    double best = 1e30;
+    for (int pass = 0; pass < 4; pass++) {
+        double t0 = now();
+        for (int r = 0; r < reps; r++) {
+            be->ops->buf_write(be, xb, 0, x, sizeof(float) * (size_t)cols);
+            be->ops->matmul(be, &m[r % copies].wt, xb, yb, n);
+        }
+        be->ops->sync(be);
+        double t = (now() - t0) / reps;
+        if (pass && t < best) best = t;
+    }
+    be->ops->buf_free(be, xb), be->ops->buf_free(be, yb);
+    for (int i = 0; i < copies; i++) qmat_free(be, &m[i]);
+    free(m), free(x);
+    return best;
+}
+
+/* ---- (3) whole models ---- */
+
+typedef struct {
+    double prefill_tps, decode_tps, weight_bytes_per_token;
+} model_result;
+
+static size_t weight_bytes(const model *m) {
+    size_t total = 0;
+    const bk_weight *ws[7];
+    for (int l = 0; l < m->last_layer - m->first_layer; l++) {
+        const layer_weights *lw = &m->layers[l];
+        const bk_weight *list[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w_gate, &lw->w_up, &lw->w_down};
+        memcpy(ws, list, sizeof ws);
+        for (int i = 0; i < 7; i++) {
+            const bk_weight *w = ws[i];
+            total += w->bits ? q4_bytes(w->rows, w->cols, w->group_size) * (size_t)w->bits / 4
+                             : (size_t)w->rows * w->cols * bk_dtype_size(w->wdtype);
+        }
+    }
+    const bk_weight *h = &m->lm_head;
+    total += h->bits ? (size_t)h->rows * h->cols * h->bits / 8 + 2 * (size_t)h->rows * (h->cols / h->group_size) * bk_dtype_size(h->sdtype)
+                     : (size_t)h->rows * h->cols * bk_dtype_size(h->wdtype);
+    return total;
+}
+
+static int run_model(const char *dir, int threads, int n_prefill, int n_decode, model_result *res, strata_err *err) {
+    model_config cfg;
+    st_model *st = NULL;
+    model *m = NULL;
+    fwd_state *fs = NULL;
+    kv_cache *kv = NULL;
+    backend *be = NULL;
+    float *logits = NULL;
+    int32_t *ids = NULL;
+    int rc = -1;
+    if (config_load(dir, &cfg, err) || !(st = st_model_open(dir, err))) goto done;
+    if (!(be = backend_cpu_fast_new(threads, err))) goto done;
+    model_part part = {0, cfg.n_layers, 1, 1};
+    if (!(m = model_load(st, &cfg, &part, be, err)) || !(fs = fwd_new(m, n_prefill, err)) ||
+        !(kv = kv_new(m, n_prefill + n_decode + 8, err)))
+        goto done;
+    logits = malloc(sizeof(float) * (size_t)cfg.vocab_size);
+    ids = malloc(sizeof(int32_t) * (size_t)(n_prefill + 1));
+    if (!logits || !ids) { err_set(err, "out of memory"); goto done; }
+    for (int i = 0; i <= n_prefill; i++) ids[i] = (int32_t)(next() % (uint64_t)cfg.vocab_size);
+    /* touch every weight page once so that page faults of the mmap are not timed */
+    if (fwd_run(fs, kv, ids, NULL, 1, NULL, logits, 0, err)) goto done;
+    kv_trim(kv, 0, err);
+    double t0 = now();
+    if (fwd_run(fs, kv, ids, NULL, n_prefill, NULL, logits, 0, err)) goto done;
+    res->prefill_tps = n_prefill / (now() - t0);
+    /* decode continues after the prompt (attention spans 512+ positions, as in use); one
+     * untimed round first so that the threads and caches are warm */
+    double t_all = 0.0;
+    for (int round = 0; round < 2; round++) {
+        kv_trim(kv, n_prefill, err);
+        t0 = now();
+        for (int i = 0; i < n_decode; i++)
+            if (fwd_run(fs, kv, ids + i % n_prefill, NULL, 1, NULL, logits, 0, err)) goto done;
+        t_all = (now() - t0) / n_decode;
+    }
+    res->decode_tps = 1.0 / t_all;
+    res->weight_bytes_per_token = (double)weight_bytes(m);
+    rc = 0;
+done:
+    free(logits), free(ids);
+    kv_free(&kv);
+    fwd_free(&fs);
+    model_free(&m);
+    backend_destroy(&be);
+    st_model_close(&st);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    int threads = 0, quick = 0, skip_models = 0, skip_kernels = 0, n_prefill = 512, n_decode = 32;
+    const char *json_path = NULL, *model_dir = NULL, *models = "qwen2.5-0.5b,llama-3.2-1b,qwen2.5-7b:4";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--threads") && v) threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--json") && v) json_path = argv[++i];
+        else if (!strcmp(a, "--model") && v) model_dir = argv[++i];
+        else if (!strcmp(a, "--models") && v) models = argv[++i];
+        else if (!strcmp(a, "--prefill") && v) n_prefill = atoi(argv[++i]);
+        else if (!strcmp(a, "--decode") && v) n_decode = atoi(argv[++i]);
+        else if (!strcmp(a, "--quick")) quick = 1;
+        else if (!strcmp(a, "--skip-models")) skip_models = 1;
+        else if (!strcmp(a, "--skip-kernels")) skip_kernels = 1;
+        else {
+            fprintf(stderr, "usage: bench_cpu [--threads N] [--json FILE] [--quick] [--skip-models] [--skip-kernels]\n"
+                            "                 [--model DIR]"
+                            "                 [--models SHAPE[:LAYERS],...] [--prefill N] [--decode N]\n");
+            return 2;
+        }
+    }
+    if (n_prefill < 1 || n_decode < 1) { fprintf(stderr, "bench_cpu: --prefill and --decode need >= 1\n"); return 2; }
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int all = threads > 0 ? threads : (int)(cores > 0 ? cores : 1);
+    strata_err err = {{0}};
+    backend *probe = backend_cpu_fast_new(1, &err);
+    if (!probe) { fprintf(stderr, "bench_cpu: %s\n", err.msg); return 1; }
+    const char *level = cpu_fast_level(probe);
+    backend_destroy(&probe);
+    json_t *root = json_object();
+    json_object_set_new(root, "level", json_string(level));
+    json_object_set_new(root, "threads", json_integer(all));
+    printf("cpu backend level %s, %d threads\n\n", level, all);
+
+    /* (1) */
+    size_t bw_bytes = (size_t)(quick ? 256 : 1024) << 20;
+    double bw1 = read_bw(1, bw_bytes), bwn = read_bw(all, bw_bytes);
+    printf("read bandwidth: %.1f GB/s (1 thread), %.1f GB/s (%d threads)\n\n", bw1, bwn, all);
+    json_t *jbw = json_object();
+    json_object_set_new(jbw, "gbs_1", json_real(bw1));
+    json_object_set_new(jbw, "gbs_all", json_real(bwn));
+    json_object_set_new(root, "read_bandwidth", jbw);
+
+    /* (2) */
+    printf("%-13s %-8s %15s %5s | %8s %6s %7s | %8s %6s %7s\n", "model", "matrix", "rows x cols", "n", "1 thr", "GB/s", "GFLOP/s",
+           "all thr", "GB/s", "GFLOP/s");
+    json_t *jmm = json_array();
+    backend *b1 = backend_cpu_fast_new(1, &err), *bn = backend_cpu_fast_new(all, &err);
+    if (!b1 || !bn) { fprintf(stderr, "bench_cpu: %s\n", err.msg); return 1; }
+    static const int ns[] = {1, 64, 512};
+    for (size_t s = 0; !skip_kernels && s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int mi = 0; mi < 5; mi++) {
+            const mat_shape *ms = &shapes[s].m[mi];
+            for (int k = 0; k < 3; k++) {
+                int n = ns[k];
+                if (n > 1 && (mi == 4 || (quick && n == 512))) continue; /* lm_head runs one row in use */
+                if (n == 512 && s > 0) continue;
+                double bytes = (double)q4_bytes(ms->rows, ms->cols, 64), flops = 2.0 * ms->rows * ms->cols * n;
+                double t1 = time_matmul(b1, ms->rows, ms->cols, n, n == 1 ? 20 : 2);
+                double tn = time_matmul(bn, ms->rows, ms->cols, n, n == 1 ? 20 : 2);
+                printf("%-13s %-8s %7d x %-6d %5d | %6.3fms %6.1f %7.1f | %6.3fms %6.1f %7.1f\n", shapes[s].model, ms->name,
+                       ms->rows, ms->cols, n, t1 * 1e3, bytes / t1 / 1e9, flops / t1 / 1e9, tn * 1e3, bytes / tn / 1e9, flops / tn / 1e9);
+                json_t *e = json_object();
+                json_object_set_new(e, "model", json_string(shapes[s].model));
+                json_object_set_new(e, "matrix", json_string(ms->name));
+                json_object_set_new(e, "rows", json_integer(ms->rows));
+                json_object_set_new(e, "cols", json_integer(ms->cols));
+                json_object_set_new(e, "n", json_integer(n));
+                json_object_set_new(e, "ms_1", json_real(t1 * 1e3));
+                json_object_set_new(e, "gbs_1", json_real(bytes / t1 / 1e9));
+                json_object_set_new(e, "gflops_1", json_real(flops / t1 / 1e9));
+                json_object_set_new(e, "ms_all", json_real(tn * 1e3));
+                json_object_set_new(e, "gbs_all", json_real(bytes / tn / 1e9));
+                json_object_set_new(e, "gflops_all", json_real(flops / tn / 1e9));
+                json_array_append_new(jmm, e);
+            }
+        }
+    backend_destroy(&b1);
+    backend_destroy(&bn);
+    json_object_set_new(root, "matmul", jmm);
+
+    /* (3) */
+    json_t *jmod = json_array();
+    if (!skip_models) {
+        printf("\n%-18s %12s %12s %12s %10s %10s %8s\n", "model", "prefill t/s", "decode t/s", "MB/token", "eff GB/s", "of bw", "pf/dec");
+        char tmp[] = "/tmp/strata_bench_XXXXXX";
+        int have_tmp = 0;
+        char list[512];
+        snprintf(list, sizeof list, "%s", model_dir ? "" : models);
+        char *save = NULL;
+        for (char *tok = model_dir ? (char *)model_dir : strtok_r(list, ",", &save); tok;
+             tok = model_dir ? NULL : strtok_r(NULL, ",", &save)) {
+            char dir[600], label[128];
+            if (model_dir) {
+                snprintf(dir, sizeof dir, "%s", model_dir);
+                snprintf(label, sizeof label, "%s", model_dir);
+            } else {
+                if (!have_tmp && !mkdtemp(tmp)) { fprintf(stderr, "bench_cpu: mkdtemp failed\n"); return 1; }
+                have_tmp = 1;
+                char shape[64];
+                int layers = 0;
+                snprintf(shape, sizeof shape, "%s", tok);
+                char *colon = strchr(shape, ':');
+                if (colon) { *colon = '\0'; layers = atoi(colon + 1); }
+                snprintf(dir, sizeof dir, "%s/%s", tmp, tok);
+                snprintf(label, sizeof label, "%s%s", tok, layers ? " layers" : "");
+                gen_opts o;
+                gen_opts_default(&o);
+                o.shape = shape;
+                o.n_layers = layers;
+                if (gen_model(dir, &o, &err)) { fprintf(stderr, "bench_cpu: generating %s: %s\n", tok, err.msg); return 1; }
+            }
+            model_result r;
+            if (run_model(dir, all, n_prefill, n_decode, &r, &err)) { fprintf(stderr, "bench_cpu: %s: %s\n", label, err.msg); return 1; }
+            double eff = r.weight_bytes_per_token * r.decode_tps / 1e9;
+            printf("%-18s %12.1f %12.2f %12.1f %10.1f %9.0f%% %7.1fx\n", label, r.prefill_tps, r.decode_tps,
+                   r.weight_bytes_per_token / 1e6, eff, 100.0 * eff / bwn, r.prefill_tps / r.decode_tps);
+            json_t *e = json_object();
+            json_object_set_new(e, "model", json_string(label));
+            json_object_set_new(e, "prefill_tokens", json_integer(n_prefill));
+            json_object_set_new(e, "prefill_tps", json_real(r.prefill_tps));
+            json_object_set_new(e, "decode_tps", json_real(r.decode_tps));
+            json_object_set_new(e, "weight_bytes_per_token", json_real(r.weight_bytes_per_token));
+            json_object_set_new(e, "effective_gbs", json_real(eff));
+            json_object_set_new(e, "fraction_of_bandwidth", json_real(eff / bwn));
+            json_object_set_new(e, "prefill_over_decode", json_real(r.prefill_tps / r.decode_tps));
+            json_array_append_new(jmod, e);
+            if (!model_dir) {
+                char cmd[700];
+                snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+                if (system(cmd) != 0) fprintf(stderr, "bench_cpu: could not remove %s\n", dir);
+            }
+        }
+        if (have_tmp) rmdir(tmp);
+    }
+    json_object_set_new(root, "models", jmod);
+    if (json_path && json_dump_file(root, json_path, JSON_INDENT(2))) {
+        fprintf(stderr, "bench_cpu: cannot write %s\n", json_path);
+        return 1;
+    }
+    json_decref(root);
+    return 0;
+}

@@ -1,0 +1,18 @@
+# The fast cpu backend: SIMD levels are compiled with per-function target attributes, so the
+# library needs no -mavx flags and runs on any x86-64; the level is chosen at run time.
+target_sources(strata_kernels PRIVATE
+  ${CMAKE_CURRENT_LIST_DIR}/cpu_fast.c
+  ${CMAKE_CURRENT_LIST_DIR}/threadpool.c
+  ${CMAKE_CURRENT_LIST_DIR}/q_scalar.c
+  ${CMAKE_CURRENT_LIST_DIR}/q_avx2.c
+  ${CMAKE_CURRENT_LIST_DIR}/q_avx512.c
+)
+
+# backend.c reaches the fast backend through a weak reference, which does not pull an object out
+# of a static archive: ask the linker for the symbol so every program linking strata_kernels gets
+# it.
+if(APPLE)
+  target_link_options(strata_kernels INTERFACE "LINKER:-u,_backend_cpu_fast_new")
+else()
+  target_link_options(strata_kernels INTERFACE "LINKER:-u,backend_cpu_fast_new")
+endif()

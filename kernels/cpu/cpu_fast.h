@@ -1,0 +1,15 @@
+/* The fast cpu backend: backend_new("cpu") reaches it through backend.c's weak hook. */
+#ifndef STRATA_CPU_FAST_H
+#define STRATA_CPU_FAST_H
+
+#include "kernels/backend.h"
+
+/* n_threads <= 0: one per online core. STRATA_CPU_LEVEL=scalar|avx2|avx512 forces a SIMD
+ * level (failing if the CPU lacks it); STRATA_CPU_PLANES=1 uses one activation plane. */
+backend *backend_cpu_fast_new(int n_threads, strata_err *err);
+/* the SIMD level a fast backend runs at: "scalar", "avx2" or "avx512" */
+const char *cpu_fast_level(const backend *be);
+/* whether this CPU can run a level */
+int cpu_fast_has_level(const char *name);
+
+#endif

@@ -1,0 +1,209 @@
+/* The CUDA kernels other than matmul: embedding rows, RMSNorm, RoPE, attention over the KV
+ * cache, SwiGLU and add. Each launcher enqueues on the given stream and returns. */
+#include <cuda_runtime.h>
+#include <math.h>
+
+#include "kernels/cuda/cuda_device.h"
+#include "kernels/cuda/cuda_internal.h"
+
+#define EW_THREADS 256
+
+static int ew_blocks(long n) {
+    long b = (n + EW_THREADS - 1) / EW_THREADS;
+    return (int)(b < 65535L * 8 ? b : 65535L * 8); /* grid-stride loops cover the rest */
+}
+
+/* block-wide sum or max of one value a thread; every thread gets the result.
+ * `red` holds 32 floats; the caller's next use of `red` must follow a barrier. */
+template <bool MAX>
+__device__ float block_reduce(float v, float *red) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = MAX ? warp_max(v) : warp_sum(v);
+    __syncthreads(); /* red may still be read by a previous reduction */
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : (MAX ? -INFINITY : 0.0f);
+    return MAX ? warp_max(v) : warp_sum(v);
+}
+
+/* ---- embedding: out[t, c] = W[ids[t], c] dequantized ---- */
+
+__global__ void embed_kernel(cu_weight w, const int32_t *ids, int n, float *out) {
+    int t = blockIdx.y;
+    int row = ids[t];
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < w.cols; c += gridDim.x * blockDim.x)
+        out[(size_t)t * w.cols + c] = cu_weight_at(w, row, c);
+}
+
+extern "C" void cuda_launch_embed(void *stream, const bk_weight *w, const int32_t *ids_dev, int n, float *out) {
+    int bx = (w->cols + EW_THREADS - 1) / EW_THREADS;
+    dim3 grid(bx < 64 ? bx : 64, n);
+    embed_kernel<<<grid, EW_THREADS, 0, (cudaStream_t)stream>>>(cu_weight_of(w), ids_dev, n, out);
+}
+
+/* ---- RMSNorm: one block a token ---- */
+
+__global__ void rmsnorm_kernel(const float *x, const void *w, int wdtype, float *out, int dim, float eps) {
+    __shared__ float red[32];
+    const float *xr = x + (size_t)blockIdx.x * dim;
+    float *o = out + (size_t)blockIdx.x * dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = block_reduce<false>(ss, red);
+    float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+    /* each thread rewrites only the elements it read: out may alias x */
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = xr[i] * inv * cu_load_float(w, wdtype, i);
+}
+
+extern "C" void cuda_launch_rmsnorm(void *stream, const float *x, const void *w, bk_dtype wdtype, float *out, int n,
+                                    int dim, float eps) {
+    int threads = dim >= 1024 ? 1024 : dim >= 256 ? 256 : 64;
+    rmsnorm_kernel<<<n, threads, 0, (cudaStream_t)stream>>>(x, w, (int)wdtype, out, dim, eps);
+}
+
+/* ---- RoPE (rotate-half): one thread a (token, head, pair) ---- */
+
+__global__ void rope_kernel(float *x, int n, int n_heads, int head_dim, int pos0, const float *inv_freq) {
+    int half = head_dim / 2;
+    long total = (long)n * n_heads * half;
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x) {
+        int j = (int)(i % half);
+        long th = i / half; /* token * n_heads + head */
+        int t = (int)(th / n_heads);
+        float *xh = x + th * head_dim;
+        /* the same float arithmetic as the reference: angle rounded to f32, then cos/sin */
+        float ang = (float)(pos0 + t) * inv_freq[j];
+        float c = cosf(ang), s = sinf(ang), a = xh[j], b = xh[j + half];
+        xh[j] = a * c - b * s;
+        xh[j + half] = b * c + a * s;
+    }
+}
+
+extern "C" void cuda_launch_rope(void *stream, float *x, int n, int n_heads, int head_dim, int pos0,
+                                 const float *inv_freq) {
+    long total = (long)n * n_heads * (head_dim / 2);
+    rope_kernel<<<ew_blocks(total), EW_THREADS, 0, (cudaStream_t)stream>>>(x, n, n_heads, head_dim, pos0, inv_freq);
+}
+
+/* ---- attention: one block a (head, query token), positions in tiles with an online softmax ----
+ * Per tile: each warp scores positions (lanes split the head's dims, a shuffle sums them) into
+ * shared memory; the block takes the tile's max and rescales what it holds; then each thread
+ * accumulates one output dim over a slice of the tile's positions (loads coalesced over dims).
+ * Any context length runs in fixed shared memory. */
+
+#define ATT_THREADS 256
+#define ATT_TILE 512
+
+template <int J> /* J = dims a lane holds of q: ceil(head_dim / 32) */
+__global__ void __launch_bounds__(ATT_THREADS) attention_kernel(const float *q, const float *k, const float *v,
+                                                                float *out, int pos0, int n_heads, int group,
+                                                                int head_dim, float scale) {
+    __shared__ float sc[ATT_TILE];
+    __shared__ float red[32];
+    __shared__ float part[ATT_THREADS];
+    int h = blockIdx.x, t = blockIdx.y, kh = h / group;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = ATT_THREADS / 32;
+    int q_dim = n_heads * head_dim, kv_dim = (n_heads / group) * head_dim;
+    int len = pos0 + t + 1;
+    const float *qh = q + (size_t)t * q_dim + (size_t)h * head_dim;
+    const float *kb = k + (size_t)kh * head_dim, *vb = v + (size_t)kh * head_dim;
+
+    float qr[J];
+#pragma unroll
+    for (int j = 0; j < J; j++) {
+        int i = lane + 32 * j;
+        qr[j] = i < head_dim ? qh[i] : 0.0f;
+    }
+    /* output mapping: thread = (slice, dim) */
+    int slices = ATT_THREADS / head_dim;
+    int d = threadIdx.x % head_dim, slice = threadIdx.x / head_dim;
+    bool owner = slice < slices;
+    float acc = 0.0f, m = -INFINITY, l = 0.0f;
+
+    for (int p0 = 0; p0 < len; p0 += ATT_TILE) {
+        int tl = len - p0 < ATT_TILE ? len - p0 : ATT_TILE;
+        /* scores of this tile */
+        for (int i = warp; i < tl; i += n_warps) {
+            const float *kr = kb + (size_t)(p0 + i) * kv_dim;
+            float s = 0.0f;
+#pragma unroll
+            for (int j = 0; j < J; j++) {
+                int e = lane + 32 * j;
+                if (e < head_dim) s += qr[j] * kr[e];
+            }
+            s = warp_sum(s);
+            if (lane == 0) sc[i] = s * scale;
+        }
+        __syncthreads();
+        float mx = -INFINITY;
+        for (int i = threadIdx.x; i < tl; i += ATT_THREADS) mx = fmaxf(mx, sc[i]);
+        mx = block_reduce<true>(mx, red);
+        float m_new = fmaxf(m, mx);
+        float corr = expf(m - m_new); /* 0 on the first tile (m = -inf) */
+        float sum = 0.0f;
+        for (int i = threadIdx.x; i < tl; i += ATT_THREADS) {
+            float e = expf(sc[i] - m_new);
+            sc[i] = e;
+            sum += e;
+        }
+        sum = block_reduce<false>(sum, red); /* its barriers also publish sc */
+        l = l * corr + sum;
+        m = m_new;
+        if (owner) {
+            acc *= corr;
+            const float *vd = vb + d;
+            int i = slice;
+            for (; i + 3 * slices < tl; i += 4 * slices) {
+                float v0 = vd[(size_t)(p0 + i) * kv_dim], v1 = vd[(size_t)(p0 + i + slices) * kv_dim];
+                float v2 = vd[(size_t)(p0 + i + 2 * slices) * kv_dim], v3 = vd[(size_t)(p0 + i + 3 * slices) * kv_dim];
+                acc += sc[i] * v0;
+                acc += sc[i + slices] * v1;
+                acc += sc[i + 2 * slices] * v2;
+                acc += sc[i + 3 * slices] * v3;
+            }
+            for (; i < tl; i += slices) acc += sc[i] * vd[(size_t)(p0 + i) * kv_dim];
+        }
+        __syncthreads(); /* sc is rewritten by the next tile */
+    }
+    part[threadIdx.x] = acc;
+    __syncthreads();
+    if (slice == 0) {
+        float o = 0.0f;
+        for (int s = 0; s < slices; s++) o += part[s * head_dim + d];
+        out[(size_t)t * q_dim + (size_t)h * head_dim + d] = o / l;
+    }
+}
+
+extern "C" void cuda_launch_attention(void *stream, const float *q, const float *k, const float *v, float *out,
+                                      int n, int pos0, int n_heads, int n_kv_heads, int head_dim) {
+    dim3 grid(n_heads, n);
+    int group = n_heads / n_kv_heads;
+    float scale = 1.0f / sqrtf((float)head_dim);
+    cudaStream_t s = (cudaStream_t)stream;
+    int j = (head_dim + 31) / 32;
+    if (j <= 1) attention_kernel<1><<<grid, ATT_THREADS, 0, s>>>(q, k, v, out, pos0, n_heads, group, head_dim, scale);
+    else if (j <= 2) attention_kernel<2><<<grid, ATT_THREADS, 0, s>>>(q, k, v, out, pos0, n_heads, group, head_dim, scale);
+    else if (j <= 4) attention_kernel<4><<<grid, ATT_THREADS, 0, s>>>(q, k, v, out, pos0, n_heads, group, head_dim, scale);
+    else attention_kernel<8><<<grid, ATT_THREADS, 0, s>>>(q, k, v, out, pos0, n_heads, group, head_dim, scale);
+}
+
+/* ---- elementwise ---- */
+
+__global__ void swiglu_kernel(float *g, const float *u, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        float x = g[i];
+        g[i] = x / (1.0f + expf(-x)) * u[i];
+    }
+}
+
+extern "C" void cuda_launch_swiglu(void *stream, float *gate, const float *up, int n) {
+    swiglu_kernel<<<ew_blocks(n), EW_THREADS, 0, (cudaStream_t)stream>>>(gate, up, n);
+}
+
+__global__ void add_kernel(float *x, const float *y, int n) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] += y[i];
+}
+
+extern "C" void cuda_launch_add(void *stream, float *x, const float *y, int n) {
+    add_kernel<<<ew_blocks(n), EW_THREADS, 0, (cudaStream_t)stream>>>(x, y, n);
+}

@@ -1,0 +1,425 @@
+/* The backend parity test, as ggml's test-backend-ops: every op of kernels/backend.h on the
+ * backend named on the command line against "cpu-ref", on random inputs (never zeros) at several
+ * shapes, ragged ones included, then whole tiny models through the forward pass.
+ *
+ *   test_backend_ops BACKEND [--seed N] [--only OP] [-v]
+ *
+ * Metric, per output: max|out - ref| / max|ref|, below the op's tolerance (the table `tols`).
+ * Quantized matmul allows 1e-3, the contract's bound for kernels that quantize activations or
+ * reorder sums; ops that only reorder float work allow 1e-5; copies must be exact. The "model"
+ * cases compare the logits of prefill + decode steps with the same 1e-3.
+ * Any backend runs it unchanged (metal-sim, cuda add themselves with their own name).
+ * Exit 77 (skipped) when the backend cannot be created because this machine lacks it. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "common/forward.h"
+#include "tools/genmodel.h"
+
+static const struct { const char *op; double tol; } tols[] = {
+    {"matmul", 1e-3}, {"embed", 1e-6}, {"rmsnorm", 1e-5}, {"rope", 1e-5}, {"attention", 1e-5},
+    {"swiglu", 1e-5}, {"add", 1e-6}, {"copy", 0.0}, {"model", 1e-3},
+};
+
+static backend *be, *ref;
+static const char *only;
+static int verbose;
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static double tol_of(const char *op) {
+    for (size_t i = 0; i < sizeof tols / sizeof tols[0]; i++)
+        if (!strcmp(tols[i].op, op)) return tols[i].tol;
+    return 0.0;
+}
+
+static int wanted(const char *op) { return !only || !strcmp(only, op); }
+
+static uint64_t next(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+/* uniform in [lo, hi), never exactly zero */
+static float uni(float lo, float hi) {
+    float v = lo + (hi - lo) * (float)((next() >> 40) + 1) / (float)(1ull << 24);
+    return v == 0.0f ? 1e-3f : v;
+}
+
+static void fill(float *x, size_t n, float amp) {
+    for (size_t i = 0; i < n; i++) x[i] = uni(-amp, amp);
+}
+
+/* worst-output relative error; outputs are rows of `width` */
+static double rel_err(const float *a, const float *r, size_t n) {
+    double md = 0.0, mr = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - r[i]);
+        if (!(d <= md)) md = d; /* NaN wins */
+        if (fabs(r[i]) > mr) mr = fabs(r[i]);
+    }
+    return mr > 0.0 ? md / mr : md;
+}
+
+/* ---- a buffer pair: the same bytes in both backends ---- */
+typedef struct {
+    bk_buf *b, *r;
+} pair;
+
+static pair upload(const void *host, size_t bytes) {
+    pair p = {be->ops->buf_alloc(be, bytes), ref->ops->buf_alloc(ref, bytes)};
+    if (!p.b || !p.r) { fprintf(stderr, "out of memory\n"); exit(1); }
+    be->ops->buf_write(be, p.b, 0, host, bytes);
+    ref->ops->buf_write(ref, p.r, 0, host, bytes);
+    return p;
+}
+
+static pair wrap(const void *host, size_t bytes) {
+    pair p = {be->ops->buf_wrap(be, host, bytes), ref->ops->buf_wrap(ref, host, bytes)};
+    if (!p.b || !p.r) { fprintf(stderr, "cannot wrap %zu bytes\n", bytes); exit(1); }
+    return p;
+}
+
+static void drop(pair *p) {
+    if (p->b) be->ops->buf_free(be, p->b);
+    if (p->r) ref->ops->buf_free(ref, p->r);
+    p->b = p->r = NULL;
+}
+
+/* reads both, compares, records */
+static void compare(const char *op, pair p, size_t n_floats, const char *what) {
+    float *a = malloc(n_floats * sizeof(float)), *r = malloc(n_floats * sizeof(float));
+    if (!a || !r) { fprintf(stderr, "out of memory\n"); exit(1); }
+    be->ops->sync(be);
+    be->ops->buf_read(be, p.b, 0, a, n_floats * sizeof(float));
+    ref->ops->buf_read(ref, p.r, 0, r, n_floats * sizeof(float));
+    double e = rel_err(a, r, n_floats), tol = tol_of(op);
+    CHECK(e <= tol, "%s %s: rel err %.3g > %.3g", op, what, e, tol);
+    if (verbose) printf("%-9s %-60s rel err %.3g\n", op, what, e);
+    free(a);
+    free(r);
+}
+
+static void put_float(void *p, bk_dtype t, size_t i, float v) {
+    if (t == BK_F32) ((float *)p)[i] = v;
+    else ((uint16_t *)p)[i] = t == BK_F16 ? bk_f32_to_f16(v) : bk_f32_to_bf16(v);
+}
+
+/* ---- weights ---- */
+typedef struct {
+    void *w, *s, *bi, *bias;
+    pair pw, ps, pb, pbias;
+    bk_weight wb, wr; /* the same weight described for each backend */
+} weight;
+
+static void weight_make(weight *x, int rows, int cols, int bits, int group, bk_dtype dt, int with_bias) {
+    memset(x, 0, sizeof *x);
+    size_t es = bk_dtype_size(dt);
+    bk_weight d = {.rows = rows, .cols = cols, .bits = bits, .group_size = bits ? group : 0, .sdtype = dt,
+                   .wdtype = bits ? BK_U32 : dt};
+    float wstd = 1.0f / sqrtf((float)cols);
+    if (bits) {
+        size_t words = (size_t)rows * cols * bits / 32, ng = (size_t)rows * (cols / group);
+        float qmax = (float)((1 << bits) - 1);
+        x->w = malloc(words * 4);
+        x->s = malloc(ng * es);
+        x->bi = malloc(ng * es);
+        for (size_t i = 0; i < words; i++) ((uint32_t *)x->w)[i] = (uint32_t)next();
+        for (size_t g = 0; g < ng; g++) {
+            float sc = wstd / (qmax * 0.29f) * uni(0.5f, 1.5f);
+            put_float(x->s, dt, g, sc);
+            put_float(x->bi, dt, g, -sc * qmax / 2 + sc * uni(-0.5f, 0.5f));
+        }
+        x->pw = wrap(x->w, words * 4);
+        x->ps = wrap(x->s, ng * es);
+        x->pb = wrap(x->bi, ng * es);
+    } else {
+        size_t n = (size_t)rows * cols;
+        x->w = malloc(n * es);
+        for (size_t i = 0; i < n; i++) put_float(x->w, dt, i, uni(-1.7f, 1.7f) * wstd);
+        x->pw = wrap(x->w, n * es);
+    }
+    x->wb = x->wr = d;
+    x->wb.w = x->pw.b, x->wr.w = x->pw.r;
+    x->wb.scales = x->ps.b, x->wr.scales = x->ps.r;
+    x->wb.biases = x->pb.b, x->wr.biases = x->pb.r;
+    if (with_bias) {
+        bk_dtype bt = with_bias == 2 ? BK_F16 : BK_F32;
+        x->bias = malloc((size_t)rows * 4);
+        for (int i = 0; i < rows; i++) put_float(x->bias, bt, (size_t)i, uni(-0.5f, 0.5f));
+        x->pbias = wrap(x->bias, (size_t)rows * bk_dtype_size(bt));
+        x->wb.bias = (bk_vec){x->pbias.b, bt, rows};
+        x->wr.bias = (bk_vec){x->pbias.r, bt, rows};
+    }
+}
+
+static void weight_free(weight *x) {
+    drop(&x->pw), drop(&x->ps), drop(&x->pb), drop(&x->pbias);
+    free(x->w), free(x->s), free(x->bi), free(x->bias);
+}
+
+static void run_matmul(int rows, int cols, int n, int bits, int group, bk_dtype dt, int with_bias) {
+    weight w;
+    weight_make(&w, rows, cols, bits, group, dt, with_bias);
+    float *x = malloc(sizeof(float) * (size_t)n * cols);
+    fill(x, (size_t)n * cols, 1.0f);
+    for (int i = 0; i < n; i++) x[(size_t)i * cols + (size_t)(next() % (uint64_t)cols)] = 6.0f; /* an outlier a row */
+    pair px = upload(x, sizeof(float) * (size_t)n * cols);
+    pair py = {be->ops->buf_alloc(be, sizeof(float) * (size_t)n * rows), ref->ops->buf_alloc(ref, sizeof(float) * (size_t)n * rows)};
+    be->ops->matmul(be, &w.wb, px.b, py.b, n);
+    ref->ops->matmul(ref, &w.wr, px.r, py.r, n);
+    char what[128];
+    snprintf(what, sizeof what, "%s bits=%d g=%d %s [%d x %d] n=%d bias=%d", bits ? "q" : "dense", bits, group,
+             bk_dtype_name(dt), rows, cols, n, with_bias);
+    compare("matmul", py, (size_t)n * rows, what);
+    /* the same input again, then a changed input in the same buffer: a backend that caches
+     * converted activations must notice the write */
+    for (size_t i = 0; i < (size_t)n * cols; i++) x[i] = -x[i] * 0.5f + 0.01f;
+    be->ops->buf_write(be, px.b, 0, x, sizeof(float) * (size_t)n * cols);
+    ref->ops->buf_write(ref, px.r, 0, x, sizeof(float) * (size_t)n * cols);
+    be->ops->matmul(be, &w.wb, px.b, py.b, n);
+    ref->ops->matmul(ref, &w.wr, px.r, py.r, n);
+    compare("matmul", py, (size_t)n * rows, "(rewritten input)");
+    drop(&px), drop(&py);
+    free(x);
+    weight_free(&w);
+}
+
+static void test_matmul(void) {
+    static const int groups[] = {32, 64, 128};
+    static const bk_dtype sdts[] = {BK_F16, BK_BF16, BK_F32};
+    /* rows not a multiple of any tile, K of one and of several groups, n = 1, 3, 17, 64 */
+    static const struct { int rows, groups, n; } shapes[] = {{67, 3, 1}, {13, 7, 3}, {36, 5, 17}, {130, 0, 64}, {1, 1, 2}};
+    int k = 0;
+    for (int bits = 4; bits <= 8; bits += 4)
+        for (int gi = 0; gi < 3; gi++)
+            for (int di = 0; di < 3; di++)
+                for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++, k++) {
+                    int g = groups[gi], cols = shapes[si].groups ? shapes[si].groups * g : 896;
+                    run_matmul(shapes[si].rows, cols, shapes[si].n, bits, g, sdts[di], k % 3);
+                }
+    static const struct { int rows, cols, n; } dense[] = {{67, 37, 1}, {13, 128, 3}, {33, 300, 17}, {70, 896, 64}};
+    for (int di = 0; di < 3; di++)
+        for (size_t si = 0; si < sizeof dense / sizeof dense[0]; si++, k++)
+            run_matmul(dense[si].rows, dense[si].cols, dense[si].n, 0, 0, sdts[di], k % 3);
+}
+
+static void test_embed(void) {
+    static const struct { int bits, group; bk_dtype dt; } cfgs[] = {
+        {4, 64, BK_F16}, {4, 32, BK_BF16}, {8, 128, BK_F32}, {8, 64, BK_F16}, {0, 0, BK_BF16}, {0, 0, BK_F32}};
+    for (size_t c = 0; c < sizeof cfgs / sizeof cfgs[0]; c++)
+        for (int n = 1; n <= 9; n += 4) {
+            int rows = 50, cols = cfgs[c].bits ? 3 * cfgs[c].group : 40;
+            weight w;
+            weight_make(&w, rows, cols, cfgs[c].bits, cfgs[c].group, cfgs[c].dt, 0);
+            int32_t ids[9];
+            for (int i = 0; i < n; i++) ids[i] = i == 0 ? rows - 1 : i == 1 ? 0 : (int32_t)(next() % (uint64_t)rows);
+            pair out = {be->ops->buf_alloc(be, sizeof(float) * (size_t)n * cols), ref->ops->buf_alloc(ref, sizeof(float) * (size_t)n * cols)};
+            be->ops->embed(be, &w.wb, ids, n, out.b);
+            ref->ops->embed(ref, &w.wr, ids, n, out.r);
+            char what[96];
+            snprintf(what, sizeof what, "bits=%d g=%d %s n=%d", cfgs[c].bits, cfgs[c].group, bk_dtype_name(cfgs[c].dt), n);
+            compare("embed", out, (size_t)n * cols, what);
+            drop(&out);
+            weight_free(&w);
+        }
+}
+
+static void test_rmsnorm(void) {
+    static const struct { int n, dim; } shapes[] = {{1, 896}, {3, 37}, {17, 2048}, {64, 128}};
+    static const bk_dtype dts[] = {BK_F32, BK_F16, BK_BF16};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int d = 0; d < 3; d++)
+            for (int inplace = 0; inplace < 2; inplace++) {
+                int n = shapes[s].n, dim = shapes[s].dim;
+                float *x = malloc(sizeof(float) * (size_t)n * dim);
+                uint16_t *wh = malloc(sizeof(float) * (size_t)dim);
+                fill(x, (size_t)n * dim, 3.0f);
+                for (int i = 0; i < dim; i++) put_float(wh, dts[d], (size_t)i, uni(0.5f, 1.5f));
+                pair px = upload(x, sizeof(float) * (size_t)n * dim), pw = wrap(wh, bk_dtype_size(dts[d]) * (size_t)dim);
+                pair po = inplace ? px : (pair){be->ops->buf_alloc(be, sizeof(float) * (size_t)n * dim), ref->ops->buf_alloc(ref, sizeof(float) * (size_t)n * dim)};
+                bk_vec vb = {pw.b, dts[d], dim}, vr = {pw.r, dts[d], dim};
+                be->ops->rmsnorm(be, px.b, &vb, po.b, n, dim, 1e-6f);
+                ref->ops->rmsnorm(ref, px.r, &vr, po.r, n, dim, 1e-6f);
+                char what[64];
+                snprintf(what, sizeof what, "n=%d dim=%d %s%s", n, dim, bk_dtype_name(dts[d]), inplace ? " in place" : "");
+                compare("rmsnorm", po, (size_t)n * dim, what);
+                if (!inplace) drop(&po);
+                drop(&px), drop(&pw);
+                free(x), free(wh);
+            }
+}
+
+static void test_rope(void) {
+    static const struct { int n, heads, hd, pos0; } shapes[] = {{1, 4, 64, 0}, {3, 14, 64, 123}, {17, 2, 128, 4000}, {5, 3, 16, 7}, {64, 8, 64, 1}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int n = shapes[s].n, h = shapes[s].heads, hd = shapes[s].hd;
+        size_t len = (size_t)n * h * hd;
+        float *x = malloc(sizeof(float) * len), inv[128];
+        fill(x, len, 2.0f);
+        for (int j = 0; j < hd / 2; j++) inv[j] = powf(10000.0f, -2.0f * (float)j / (float)hd);
+        pair px = upload(x, sizeof(float) * len), pf = upload(inv, sizeof(float) * (size_t)(hd / 2));
+        be->ops->rope(be, px.b, n, h, hd, shapes[s].pos0, pf.b);
+        ref->ops->rope(ref, px.r, n, h, hd, shapes[s].pos0, pf.r);
+        char what[64];
+        snprintf(what, sizeof what, "n=%d heads=%d hd=%d pos0=%d", n, h, hd, shapes[s].pos0);
+        compare("rope", px, len, what);
+        drop(&px), drop(&pf);
+        free(x);
+    }
+}
+
+static void test_attention(void) {
+    static const struct { int n, pos0, heads, kv, hd; } shapes[] = {
+        {1, 0, 4, 4, 32}, {1, 37, 14, 2, 64}, {5, 11, 8, 2, 16}, {17, 0, 4, 1, 64}, {64, 100, 6, 2, 128}, {3, 500, 7, 7, 64}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int n = shapes[s].n, pos0 = shapes[s].pos0, h = shapes[s].heads, kv = shapes[s].kv, hd = shapes[s].hd;
+        size_t ql = (size_t)n * h * hd, cl = (size_t)(pos0 + n) * kv * hd;
+        float *q = malloc(sizeof(float) * ql), *k = malloc(sizeof(float) * cl), *v = malloc(sizeof(float) * cl);
+        fill(q, ql, 2.0f), fill(k, cl, 2.0f), fill(v, cl, 1.0f);
+        pair pq = upload(q, sizeof(float) * ql), pk = upload(k, sizeof(float) * cl), pv = upload(v, sizeof(float) * cl);
+        pair po = {be->ops->buf_alloc(be, sizeof(float) * ql), ref->ops->buf_alloc(ref, sizeof(float) * ql)};
+        be->ops->attention(be, pq.b, pk.b, pv.b, po.b, n, pos0, h, kv, hd);
+        ref->ops->attention(ref, pq.r, pk.r, pv.r, po.r, n, pos0, h, kv, hd);
+        char what[80];
+        snprintf(what, sizeof what, "n=%d pos0=%d heads=%d kv=%d hd=%d", n, pos0, h, kv, hd);
+        compare("attention", po, ql, what);
+        drop(&pq), drop(&pk), drop(&pv), drop(&po);
+        free(q), free(k), free(v);
+    }
+}
+
+static void test_elementwise(void) {
+    static const int sizes[] = {1, 37, 4864, 100003};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int n = sizes[s];
+        float *g = malloc(sizeof(float) * (size_t)n), *u = malloc(sizeof(float) * (size_t)n);
+        fill(g, (size_t)n, 12.0f), fill(u, (size_t)n, 2.0f);
+        char what[32];
+        snprintf(what, sizeof what, "n=%d", n);
+        if (wanted("swiglu")) {
+            pair pg = upload(g, sizeof(float) * (size_t)n), pu = upload(u, sizeof(float) * (size_t)n);
+            be->ops->swiglu(be, pg.b, pu.b, n);
+            ref->ops->swiglu(ref, pg.r, pu.r, n);
+            compare("swiglu", pg, (size_t)n, what);
+            drop(&pg), drop(&pu);
+        }
+        if (wanted("add")) {
+            pair pg = upload(g, sizeof(float) * (size_t)n), pu = upload(u, sizeof(float) * (size_t)n);
+            be->ops->add(be, pg.b, pu.b, n);
+            ref->ops->add(ref, pg.r, pu.r, n);
+            compare("add", pg, (size_t)n, what);
+            drop(&pg), drop(&pu);
+        }
+        if (wanted("copy") && n > 8) {
+            pair pg = upload(g, sizeof(float) * (size_t)n), pu = upload(u, sizeof(float) * (size_t)n);
+            be->ops->copy(be, pu.b, 4, pg.b, 12, sizeof(float) * (size_t)(n - 5));
+            ref->ops->copy(ref, pu.r, 4, pg.r, 12, sizeof(float) * (size_t)(n - 5));
+            compare("copy", pg, (size_t)n, what);
+            drop(&pg), drop(&pu);
+        }
+        free(g), free(u);
+    }
+}
+
+/* ---- whole tiny models: prefill then decode, logits compared at every step ---- */
+
+static void test_model(const char *tmp, const char *shape, int bits, int group, bk_dtype dt) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s-%d-%d-%s", tmp, shape, bits, group, bk_dtype_name(dt));
+    gen_opts o;
+    gen_opts_default(&o);
+    o.shape = shape, o.bits = bits, o.group_size = group, o.float_dtype = dt, o.seed = 7;
+    strata_err err = {{0}};
+    model_config cfg;
+    st_model *st = NULL;
+    model *mb = NULL, *mr = NULL;
+    fwd_state *fb = NULL, *fr = NULL;
+    kv_cache *kb = NULL, *kr = NULL;
+    if (gen_model(dir, &o, &err) || config_load(dir, &cfg, &err) || !(st = st_model_open(dir, &err))) {
+        CHECK(0, "model %s: %s", dir, err.msg);
+        goto done;
+    }
+    model_part part = {0, cfg.n_layers, 1, 1};
+    if (!(mb = model_load(st, &cfg, &part, be, &err)) || !(mr = model_load(st, &cfg, &part, ref, &err)) ||
+        !(fb = fwd_new(mb, 16, &err)) || !(fr = fwd_new(mr, 16, &err)) || !(kb = kv_new(mb, 64, &err)) ||
+        !(kr = kv_new(mr, 64, &err))) {
+        CHECK(0, "model %s: %s", dir, err.msg);
+        goto done;
+    }
+    int32_t ids[21];
+    for (int i = 0; i < 21; i++) ids[i] = (int32_t)(next() % (uint64_t)cfg.vocab_size);
+    float *lb = malloc(sizeof(float) * (size_t)cfg.vocab_size * 19), *lr = malloc(sizeof(float) * (size_t)cfg.vocab_size * 19);
+    /* 19 tokens in chunks of 16 + 3 with all logits, then two decode steps */
+    int ok = !fwd_run(fb, kb, ids, NULL, 19, NULL, lb, 1, &err) && !fwd_run(fr, kr, ids, NULL, 19, NULL, lr, 1, &err);
+    CHECK(ok, "prefill: %s", err.msg);
+    char what[160];
+    if (ok) {
+        snprintf(what, sizeof what, "%s bits=%d g=%d %s prefill 19", shape, bits, group, bk_dtype_name(dt));
+        double e = rel_err(lb, lr, (size_t)cfg.vocab_size * 19);
+        CHECK(e <= tol_of("model"), "%s: rel err %.3g", what, e);
+        if (verbose) printf("%-9s %-60s rel err %.3g\n", "model", what, e);
+    }
+    for (int step = 0; ok && step < 2; step++) {
+        ok = !fwd_run(fb, kb, ids + 19 + step, NULL, 1, NULL, lb, 0, &err) && !fwd_run(fr, kr, ids + 19 + step, NULL, 1, NULL, lr, 0, &err);
+        CHECK(ok, "decode: %s", err.msg);
+        if (!ok) break;
+        snprintf(what, sizeof what, "%s bits=%d g=%d %s decode %d", shape, bits, group, bk_dtype_name(dt), step);
+        double e = rel_err(lb, lr, (size_t)cfg.vocab_size);
+        CHECK(e <= tol_of("model"), "%s: rel err %.3g", what, e);
+        if (verbose) printf("%-9s %-60s rel err %.3g\n", "model", what, e);
+    }
+    free(lb), free(lr);
+done:
+    kv_free(&kb), kv_free(&kr);
+    fwd_free(&fb), fwd_free(&fr);
+    model_free(&mb), model_free(&mr);
+    st_model_close(&st);
+}
+
+int main(int argc, char **argv) {
+    const char *name = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--seed") && i + 1 < argc) rng = strtoull(argv[++i], NULL, 10) * 2654435761ull + 1;
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+        else if (!strcmp(argv[i], "-v")) verbose = 1;
+        else if (!name && argv[i][0] != '-') name = argv[i];
+        else { fprintf(stderr, "usage: test_backend_ops BACKEND [--seed N] [--only OP] [-v]\n"); return 2; }
+    }
+    if (!name) { fprintf(stderr, "usage: test_backend_ops BACKEND [--seed N] [--only OP] [-v]\n"); return 2; }
+    strata_err err = {{0}};
+    be = backend_new(name, 0, &err);
+    if (!be) {
+        printf("skipped: backend '%s': %s\n", name, err.msg);
+        return 77;
+    }
+    ref = backend_cpu_ref_new();
+    printf("backend %s against cpu-ref\n", be->ops->name);
+    if (wanted("matmul")) test_matmul();
+    if (wanted("embed")) test_embed();
+    if (wanted("rmsnorm")) test_rmsnorm();
+    if (wanted("rope")) test_rope();
+    if (wanted("attention")) test_attention();
+    test_elementwise();
+    if (wanted("model")) {
+        char tmp[] = "/tmp/strata_bops_XXXXXX";
+        if (!mkdtemp(tmp)) {
+            CHECK(0, "mkdtemp failed");
+        } else {
+            test_model(tmp, "tiny-qwen", 4, 64, BK_F16);
+            test_model(tmp, "tiny-llama", 4, 32, BK_BF16);
+            test_model(tmp, "tiny-qwen", 8, 128, BK_BF16);
+            char cmd[600];
+            snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+            if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", tmp);
+        }
+    }
+    backend_destroy(&be);
+    backend_destroy(&ref);
+    return TEST_END();
+}
