@@ -21,10 +21,25 @@ typedef struct {
     void (*destroy)(engine *e);
 } engine_ops;
 
+/* Several sessions in flight (an engine whose stages run on different machines: the cluster).
+ * submit starts a forward exactly like forward() and returns without waiting for it; ids are
+ * consumed before it returns, logits must stay valid until collect hands the session back. At
+ * most one forward per session is in flight. collect waits for any submitted forward to finish
+ * and puts its session in *session (logits filled). On failure it returns -1 with err and, when
+ * the failure belongs to one session only (its forward failed, it was evicted), that session in
+ * *session (the others stay in flight); *session 0 means the engine itself failed. Do not mix
+ * forward() with forwards in flight. */
+typedef struct {
+    int (*submit)(engine *e, uint64_t session, const int32_t *ids, int n, float *logits, int all_logits,
+                  strata_err *err);
+    int (*collect)(engine *e, uint64_t *session, strata_err *err);
+} engine_async_ops;
+
 struct engine {
     const engine_ops *ops;
     const model_config *cfg;
     void *ctx;
+    const engine_async_ops *async; /* NULL: one forward at a time (engine_local) */
 };
 
 /* The whole model on one backend. */
