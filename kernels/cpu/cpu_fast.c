@@ -149,9 +149,11 @@ static int quant_ok(const bk_weight *w) {
            w->cols % w->group_size == 0;
 }
 
-static int ensure_act(fast_ctx *c, const bk_buf *xb, int n, int cols, int bits) {
+static int ensure_act(fast_ctx *c, const bk_buf *xb, int n, const bk_weight *w) {
     cpu_qact *a = &c->act;
-    if (c->act_src == xb->data && a->n == n && a->cols == cols && a->bits == bits) return 1;
+    int cols = w->cols, bits = w->bits;
+    int layout = c->k->chunk_ok && c->k->chunk_ok(bits, cols, w->group_size, c->planes) ? CPU_QACT_CHUNK128 : CPU_QACT_PLANAR;
+    if (c->act_src == xb->data && a->n == n && a->cols == cols && a->bits == bits && a->layout == layout) return 1;
     size_t codes = (size_t)n * cols, blocks = (size_t)n * (cols / 32);
     size_t need = codes * (size_t)c->planes + 2 * blocks * sizeof(float) + 64;
     if (need > c->act_cap) {
@@ -169,6 +171,7 @@ static int ensure_act(fast_ctx *c, const bk_buf *xb, int n, int cols, int bits) 
     a->cols = cols;
     a->bits = bits;
     a->planes = c->planes;
+    a->layout = layout;
     c->act_src = NULL;
     return -1; /* needs quantizing */
 }
@@ -179,7 +182,7 @@ static void fast_matmul(backend *be, const bk_weight *w, const bk_buf *xb, bk_bu
     mm_job j = {c, w, xb->data, yb->data, n};
     int nth = tp_threads(c->pool);
     if (quant_ok(w)) {
-        int st = ensure_act(c, xb, n, w->cols, w->bits);
+        int st = ensure_act(c, xb, n, w);
         if (st == 0) { tp_run(c->pool, slow_job, &j, nth); return; } /* no memory for codes: still correct */
         if (st < 0) {
             if (n >= 2 * nth) tp_run(c->pool, quant_job, &j, 2 * nth);

@@ -25,9 +25,13 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_buf.h"
 
+/* layouts of quantized activations: planar (above, every level) or the AVX-512 4-bit chunks
+ * (q4_avx512.c); a level's quant picks the layout and its qmm reads it */
+enum { CPU_QACT_PLANAR = 0, CPU_QACT_CHUNK128 = 1 };
+
 typedef struct {
-    int n, cols, bits, planes;
-    int8_t *hi, *lo;  /* [n, cols] each; lo is NULL when planes == 1 */
+    int n, cols, bits, planes, layout;
+    int8_t *hi, *lo;  /* [n, cols] each, contiguous; lo is NULL when planes == 1 */
     float *d;         /* [n, cols/32] block scales */
     float *bsum;      /* [n, cols/32] exact float sums of each block */
 } cpu_qact;
@@ -45,6 +49,8 @@ typedef struct {
     void (*axpy)(float *y, float a, const float *x, int n);
     /* g[i] = silu(g[i]) * u[i] */
     void (*swiglu)(float *g, const float *u, int n);
+    /* NULL, or whether the level quantizes for this weight shape in CPU_QACT_CHUNK128 */
+    int (*chunk_ok)(int bits, int cols, int group_size, int planes);
 } cpu_kernels;
 
 extern const cpu_kernels cpu_kern_scalar;
@@ -52,6 +58,10 @@ extern const cpu_kernels cpu_kern_scalar;
 void cpu_quant_portable(const float *x, cpu_qact *a, int t0, int t1);
 void cpu_swiglu_portable(float *g, const float *u, int n);
 #if defined(__x86_64__)
+/* the AVX-512 4-bit chunk path (q4_avx512.c): whether a weight shape takes it, and its ops */
+int cpu_q4c_ok(int bits, int cols, int group_size, int planes);
+void cpu_q4c_quant(const float *x, cpu_qact *a, int t0, int t1);
+void cpu_q4c_qmm(const bk_weight *w, const cpu_qact *a, float *y, int r0, int r1, int t0, int t1);
 extern const cpu_kernels cpu_kern_avx2;
 extern const cpu_kernels cpu_kern_avx512;
 #endif

@@ -34,6 +34,7 @@ INLINE T512 __m512i lane_index(int num, int den) {
 /* ---- activations ---- */
 
 static T512 void quant_avx512(const float *x, cpu_qact *a, int t0, int t1) {
+    if (a->layout == CPU_QACT_CHUNK128) { cpu_q4c_quant(x, a, t0, t1); return; }
     int K = a->cols, nb = K / 32;
     const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
@@ -171,6 +172,7 @@ QTILE_ALL(8, 1)
 QTILE_ALL(8, 2)
 
 static void qmm_avx512(const bk_weight *w, const cpu_qact *a, float *y, int r0, int r1, int t0, int t1) {
+    if (a->layout == CPU_QACT_CHUNK128) { cpu_q4c_qmm(w, a, y, r0, r1, t0, t1); return; }
     if (w->bits == 4) (a->planes == 2 ? qmm_4_2 : qmm_4_1)(w, a, y, r0, r1, t0, t1);
     else (a->planes == 2 ? qmm_8_2 : qmm_8_1)(w, a, y, r0, r1, t0, t1);
 }
@@ -270,5 +272,6 @@ const cpu_kernels cpu_kern_avx512 = {
     .dot = dot_avx512,
     .axpy = axpy_avx512,
     .swiglu = swiglu_avx512,
+    .chunk_ok = cpu_q4c_ok,
 };
 #endif
