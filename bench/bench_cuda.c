@@ -7,8 +7,13 @@
  * backend's own matmul op. Each shape rotates over enough copies of its weight to exceed L2
  * (50 MB on an H100), so every call reads HBM. Times are CUDA events around many back-to-back
  * calls ("stream") and around the replay of those calls captured in a CUDA graph ("graph",
- * which hides the launch gaps, as a captured decode step would). --sweep also times every
- * kernel (register or cp.async pipeline) at 1, 2 and 4 rows a batch. Prints a table; --json writes the numbers. */
+ * which hides the launch gaps, as a captured decode step would). The default launch is timed
+ * with and without programmatic dependent launch; --sweep also times every kernel (round 1's
+ * register and cp.async pipelines, round 2's warp kernel) at 1, 2 and 4 rows a batch (a warp).
+ * Then one decoder layer's matvecs as common/forward.c issues them (q, k, v; o + residual add;
+ * gate, up + swiglu; down + residual add), over enough layer copies to exceed L2, with the
+ * fusion of matvecs that share x and PDL each on and off. Prints tables; --json writes the
+ * numbers. */
 #include <cuda_runtime_api.h>
 
 #include <math.h>
@@ -33,8 +38,17 @@ static const shape shapes[] = {
     {"llama-3.1-8b", "down_proj", 4096, 14336},  {"llama-3.1-8b", "lm_head", 128256, 4096},
 };
 #define N_SHAPES (int)(sizeof shapes / sizeof shapes[0])
-/* calls of each matrix in one decoder layer, in shape order (q,o; k,v; gate,up; down) */
-static const int layer_calls[] = {2, 2, 2, 1, 0, 2, 2, 2, 1, 0};
+/* the launch configurations timed at each shape: kernel (0: the default), rows, PDL */
+typedef struct {
+    const char *name;
+    int variant, rows, pdl;
+} config;
+static const config configs[] = {
+    {"dflt", 0, 0, 1},  {"dflt-nopdl", 0, 0, 0}, {"regs", 1, 1, 1},  {"regs", 1, 2, 1},
+    {"regs", 1, 4, 1},  {"async", 2, 1, 1},      {"async", 2, 2, 1}, {"async", 2, 4, 1},
+    {"warp", 3, 1, 1},  {"warp", 3, 2, 1},       {"warp", 3, 4, 1},
+};
+#define N_CONFIGS (int)(sizeof configs / sizeof configs[0])
 
 #define GROUP 64
 
@@ -92,6 +106,7 @@ static int time_matvec(backend *be, bk_weight *ws, int copies, bk_buf *x, bk_buf
     float ms = 0;
     cudaEventRecord(e0, s);
     for (int i = 0; i < iters; i++) be->ops->matmul(be, &ws[i % copies], x, y, 1);
+    cuda_backend_flush(be); /* the last matvec is deferred until something follows it */
     cudaEventRecord(e1, s);
     if (!cu_ok(cudaEventSynchronize(e1), "stream timing")) return -1;
     cudaEventElapsedTime(&ms, e0, e1);
@@ -103,6 +118,7 @@ static int time_matvec(backend *be, bk_weight *ws, int copies, bk_buf *x, bk_buf
     t->us_graph = NAN;
     if (!cu_ok(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "capture")) return 0;
     for (int i = 0; i < iters; i++) be->ops->matmul(be, &ws[i % copies], x, y, 1);
+    cuda_backend_flush(be);
     if (!cu_ok(cudaStreamEndCapture(s, &g), "end capture")) return 0;
     if (cu_ok(cudaGraphInstantiate(&ge, g, 0), "instantiate")) {
         cudaGraphLaunch(ge, s);
@@ -133,6 +149,144 @@ static double host_row(const uint32_t *q, const uint16_t *sc, const uint16_t *bi
     return acc;
 }
 
+/* one decoder layer's weights: q, k, v, o, gate, up, down (shape indices into shapes[]) */
+static const int layer_shapes[2][7] = {{0, 1, 1, 0, 2, 2, 3}, {5, 6, 6, 5, 7, 7, 8}};
+
+static int upload(backend *be, bk_weight *w, int rows, int cols, const uint32_t *q, const uint16_t *sc,
+                  const uint16_t *bi) {
+    memset(w, 0, sizeof *w);
+    w->rows = rows;
+    w->cols = cols;
+    w->bits = 4;
+    w->group_size = GROUP;
+    w->sdtype = BK_BF16;
+    w->wdtype = BK_U32;
+    size_t qb = (size_t)rows * cols / 2, sb = (size_t)rows * (cols / GROUP) * 2;
+    w->w = be->ops->buf_wrap(be, q, qb);
+    w->scales = be->ops->buf_wrap(be, sc, sb);
+    w->biases = be->ops->buf_wrap(be, bi, sb);
+    return w->w && w->scales && w->biases ? 0 : -1;
+}
+
+/* The layer's matvecs as forward.c calls them, over L copies of the layer; fusion and PDL on
+ * and off, and round 1's register kernel (which never fuses) for reference. */
+static int bench_layer(backend *be, int m, double bw, int iters, FILE *js) {
+    const shape *sq = &shapes[layer_shapes[m][0]], *sk = &shapes[layer_shapes[m][1]], *sg = &shapes[layer_shapes[m][4]];
+    int hid = sq->cols, qd = sq->rows, kvd = sk->rows, ffn = sg->rows;
+    double bytes = 0;
+    for (int j = 0; j < 7; j++) {
+        const shape *sh = &shapes[layer_shapes[m][j]];
+        bytes += (double)sh->rows * sh->cols / 2 + 4.0 * sh->rows * (sh->cols / GROUP) + 4.0 * (sh->cols + sh->rows);
+    }
+    int L = (int)(600e6 / bytes) + 1; /* copies: well past L2 */
+    bk_weight *ws = calloc((size_t)L * 7, sizeof *ws);
+    size_t maxq = (size_t)ffn * hid / 2, maxs = (size_t)ffn * (hid / GROUP) * 2;
+    uint32_t *q = malloc(maxq);
+    uint16_t *sc = malloc(maxs), *bi = malloc(maxs);
+    if (!ws || !q || !sc || !bi) return -1;
+    for (size_t i = 0; i < maxq / 4; i++) q[i] = rnd_u32();
+    for (size_t i = 0; i < maxs / 2; i++) {
+        sc[i] = bk_f32_to_bf16(rnd_f(0.002f, 0.03f));
+        bi[i] = bk_f32_to_bf16(rnd_f(-0.25f, 0.25f));
+    }
+    for (int l = 0; l < L; l++)
+        for (int j = 0; j < 7; j++) {
+            const shape *sh = &shapes[layer_shapes[m][j]];
+            if (upload(be, &ws[l * 7 + j], sh->rows, sh->cols, q, sc, bi)) {
+                fprintf(stderr, "bench_cuda: layer upload failed\n");
+                return -1;
+            }
+        }
+    float *hx = malloc(sizeof(float) * (size_t)ffn);
+    for (int i = 0; i < ffn; i++) hx[i] = rnd_f(-1, 1);
+    bk_buf *x = be->ops->buf_alloc(be, 4 * (size_t)hid), *xb = be->ops->buf_alloc(be, 4 * (size_t)(qd > hid ? qd : hid)),
+           *xb2 = be->ops->buf_alloc(be, 4 * (size_t)hid), *bq = be->ops->buf_alloc(be, 4 * (size_t)qd),
+           *bk = be->ops->buf_alloc(be, 4 * (size_t)kvd), *bv = be->ops->buf_alloc(be, 4 * (size_t)kvd),
+           *hb = be->ops->buf_alloc(be, 4 * (size_t)ffn), *hb2 = be->ops->buf_alloc(be, 4 * (size_t)ffn);
+    be->ops->buf_write(be, xb, 0, hx, 4 * (size_t)hid);
+    static const struct {
+        const char *name;
+        int variant, fuse, pdl;
+    } lc[] = {{"warp, fused, pdl", 0, 1, 1},
+              {"warp, fused, no pdl", 0, 1, 0},
+              {"warp, unfused, pdl", 0, 0, 1},
+              {"warp, unfused, no pdl", 0, 0, 0},
+              {"regs (round 1)", 1, 0, 0}};
+    cudaStream_t s = (cudaStream_t)cuda_backend_stream(be);
+    int n_layers = iters / 4 < 2 * L ? 2 * L : iters / 4;
+    printf("\n%s decoder layer, its 7 matvecs as forward.c issues them (%.1f MB, %d copies):\n", shapes[layer_shapes[m][0]].model,
+           bytes / 1e6, L);
+    for (size_t c = 0; c < sizeof lc / sizeof lc[0]; c++) {
+        cuda_matvec_tune(lc[c].variant, 0, 0);
+        cuda_features_set(lc[c].fuse, lc[c].pdl);
+        double us[2] = {NAN, NAN};
+        for (int graph = 0; graph < 2; graph++) {
+            cudaEvent_t e0, e1;
+            cudaEventCreate(&e0);
+            cudaEventCreate(&e1);
+            cudaGraph_t g = NULL;
+            cudaGraphExec_t ge = NULL;
+            be->ops->sync(be);
+            if (graph && !cu_ok(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "layer capture")) break;
+            if (!graph) cudaEventRecord(e0, s);
+            for (int i = 0; i < n_layers + (graph ? 0 : L); i++) {
+                if (!graph && i == L) cudaEventRecord(e0, s); /* the first L layers warm up */
+                bk_weight *w = &ws[(i % L) * 7];
+                be->ops->matmul(be, &w[0], xb, bq, 1);
+                be->ops->matmul(be, &w[1], xb, bk, 1);
+                be->ops->matmul(be, &w[2], xb, bv, 1);
+                be->ops->matmul(be, &w[3], xb, xb2, 1);
+                be->ops->add(be, x, xb2, hid);
+                be->ops->matmul(be, &w[4], xb, hb, 1);
+                be->ops->matmul(be, &w[5], xb, hb2, 1);
+                be->ops->swiglu(be, hb, hb2, ffn);
+                be->ops->matmul(be, &w[6], hb, xb2, 1);
+                be->ops->add(be, x, xb2, hid);
+            }
+            cuda_backend_flush(be);
+            if (graph) {
+                if (!cu_ok(cudaStreamEndCapture(s, &g), "layer end capture")) break;
+                if (cu_ok(cudaGraphInstantiate(&ge, g, 0), "layer instantiate")) {
+                    cudaGraphLaunch(ge, s);
+                    cudaEventRecord(e0, s);
+                    cudaGraphLaunch(ge, s);
+                }
+            }
+            cudaEventRecord(e1, s);
+            float ms = 0;
+            if (cu_ok(cudaEventSynchronize(e1), "layer timing") && cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess)
+                us[graph] = ms * 1e3 / n_layers;
+            if (ge) cudaGraphExecDestroy(ge);
+            if (g) cudaGraphDestroy(g);
+            cudaEventDestroy(e0);
+            cudaEventDestroy(e1);
+        }
+        double gbs = bytes / (us[0] * 1e-6) / 1e9, gbg = bytes / (us[1] * 1e-6) / 1e9;
+        printf("  layer %-24s %8.1f us %6.0f GB/s %5.1f%% of copy | graph %8.1f us %6.0f GB/s %5.1f%%\n", lc[c].name,
+               us[0], gbs, 100 * gbs / bw, us[1], gbg, 100 * gbg / bw);
+        if (js)
+            fprintf(js, ",\n  {\"model\": \"%s\", \"matrix\": \"layer\", \"config\": \"%s\", \"bytes\": %.0f, "
+                        "\"us\": %.3f, \"GBps\": %.1f, \"us_graph\": %.3f, \"GBps_graph\": %.1f, \"pct_copy\": %.1f, "
+                        "\"pct_copy_graph\": %.1f}",
+                    sq->model, lc[c].name, bytes, us[0], gbs, us[1], gbg, 100 * gbs / bw, 100 * gbg / bw);
+    }
+    cuda_matvec_tune(0, 0, 0);
+    cuda_features_set(1, 1);
+    bk_buf *bufs[] = {x, xb, xb2, bq, bk, bv, hb, hb2};
+    for (int i = 0; i < 8; i++) be->ops->buf_free(be, bufs[i]);
+    for (int i = 0; i < L * 7; i++) {
+        be->ops->buf_free(be, ws[i].w);
+        be->ops->buf_free(be, ws[i].scales);
+        be->ops->buf_free(be, ws[i].biases);
+    }
+    free(ws);
+    free(q);
+    free(sc);
+    free(bi);
+    free(hx);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *json_path = NULL;
     int sweep = 0, iters = 200;
@@ -158,9 +312,8 @@ int main(int argc, char **argv) {
     FILE *js = json_path ? fopen(json_path, "w") : NULL;
     if (js) fprintf(js, "{\"gpu\": \"%s\", \"sms\": %d, \"d2d_copy_GBps\": %.1f, \"matvec\": [", prop.name,
                     prop.multiProcessorCount, bw);
-    printf("%-13s %-13s %7s %7s %9s %5s %3s %9s %8s %6s %9s %8s %6s %8s\n", "model", "matrix", "rows", "cols", "MB",
+    printf("%-13s %-13s %7s %7s %9s %10s %3s %9s %8s %6s %9s %8s %6s %8s\n", "model", "matrix", "rows", "cols", "MB",
            "kern", "R", "us", "GB/s", "%copy", "us graph", "GB/s", "%copy", "check");
-    double layer_bytes[2] = {0, 0}, layer_us[2] = {0, 0}, layer_us_graph[2] = {0, 0};
     int first_json = 1;
     for (int si = 0; si < N_SHAPES; si++) {
         const shape *sh = &shapes[si];
@@ -211,27 +364,19 @@ int main(int argc, char **argv) {
         }
         double rel = mag > 0 ? diff / mag : diff;
 
-        int R0, W0;
-        cuda_matvec_pick(rows, cols, 4, &R0, &W0);
-        static const int rs[] = {1, 2, 4};
-        int n_cfg = sweep ? 7 : 1;
+        int n_cfg = sweep ? N_CONFIGS : 2;
         for (int k = 0; k < n_cfg; k++) {
-            /* k == 0: the defaults; then each kernel at 1, 2, 4 rows a batch */
-            int V = k == 0 ? 0 : 1 + (k - 1) / 3, R = k == 0 ? R0 : rs[(k - 1) % 3], W = k == 0 ? W0 : 0;
-            cuda_matvec_tune(V, R, W);
+            const config *cf = &configs[k];
+            int R = cf->rows;
+            cuda_matvec_tune(cf->variant, R, 0);
+            cuda_features_set(-1, cf->pdl);
             timing t;
             if (time_matvec(be, ws, copies, xb, yb, iters, &t)) return 1;
             double gbs = bytes / (t.us_stream * 1e-6) / 1e9, gbg = bytes / (t.us_graph * 1e-6) / 1e9;
-            const char *kn = V == 1 ? "regs" : V == 2 ? "async" : "dflt";
-            printf("%-13s %-13s %7d %7d %9.1f %5s %3d %9.2f %8.0f %5.1f%% %9.2f %8.0f %5.1f%% %8.1e%s\n", sh->model,
+            const char *kn = cf->name;
+            printf("%-13s %-13s %7d %7d %9.1f %10s %3d %9.2f %8.0f %5.1f%% %9.2f %8.0f %5.1f%% %8.1e%s\n", sh->model,
                    sh->name, rows, cols, bytes / 1e6, kn, R, t.us_stream, gbs, 100 * gbs / bw, t.us_graph, gbg,
                    100 * gbg / bw, rel, k == 0 ? "  <- default" : "");
-            if (k == 0) {
-                int m = si < 5 ? 0 : 1;
-                layer_bytes[m] += layer_calls[si] * bytes;
-                layer_us[m] += layer_calls[si] * t.us_stream;
-                layer_us_graph[m] += layer_calls[si] * t.us_graph;
-            }
             if (js) {
                 fprintf(js,
                         "%s\n  {\"model\": \"%s\", \"matrix\": \"%s\", \"rows\": %d, \"cols\": %d, \"bytes\": %.0f, "
@@ -244,6 +389,7 @@ int main(int argc, char **argv) {
             }
         }
         cuda_matvec_tune(0, 0, 0);
+        cuda_features_set(-1, 1);
         for (int c = 0; c < copies; c++) {
             be->ops->buf_free(be, ws[c].w);
             be->ops->buf_free(be, ws[c].scales);
@@ -258,17 +404,8 @@ int main(int argc, char **argv) {
         free(x);
         free(y);
     }
-    printf("\none decoder layer's matvecs (q,k,v,o,gate,up,down; default launch shapes):\n");
-    const char *names[2] = {"qwen2.5-7b", "llama-3.1-8b"};
-    for (int m = 0; m < 2; m++) {
-        double gbs = layer_bytes[m] / (layer_us[m] * 1e-6) / 1e9, gbg = layer_bytes[m] / (layer_us_graph[m] * 1e-6) / 1e9;
-        printf("  %-13s %.1f MB: %.1f us (%.0f GB/s, %.1f%% of copy); graph %.1f us (%.0f GB/s, %.1f%%)\n", names[m],
-               layer_bytes[m] / 1e6, layer_us[m], gbs, 100 * gbs / bw, layer_us_graph[m], gbg, 100 * gbg / bw);
-        if (js)
-            fprintf(js, "%s\n  {\"model\": \"%s\", \"matrix\": \"layer\", \"bytes\": %.0f, \"us\": %.3f, \"GBps\": %.1f, "
-                        "\"us_graph\": %.3f, \"GBps_graph\": %.1f, \"pct_copy\": %.1f, \"pct_copy_graph\": %.1f}",
-                    ",", names[m], layer_bytes[m], layer_us[m], gbs, layer_us_graph[m], gbg, 100 * gbs / bw, 100 * gbg / bw);
-    }
+    for (int m = 0; m < 2; m++)
+        if (bench_layer(be, m, bw, iters, js)) return 1;
     if (js) {
         fprintf(js, "\n]}\n");
         fclose(js);

@@ -11,6 +11,11 @@
 # Without it: a packed dir at build-cuda-dev/bin if present, else a fresh cmake build.
 # Files written under $OUT (default ./gpu-check-out): summary.md, bench.json, bench.txt,
 # tests.log, models.log, cluster.log, sanitizer.log. Models are generated under $WORK (/tmp).
+# Knobs (environment): PERF_SHAPES (models timed whole), DECODE_VARIANTS (space-separated
+# settings the decode of each model is also timed under, e.g. "STRATA_CUDA_FUSE=0
+# STRATA_CUDA_PDL=0,STRATA_CUDA_MATVEC=regs": commas join the variables of one variant), QUICK
+# (fewer greedy checks), DECODE_N (tokens generated in the decode timing, default 64),
+# SKIP_CLUSTER, SKIP_SANITIZER, SKIP_BENCH.
 set -u
 
 pack() {
@@ -71,7 +76,7 @@ note ""
         echo "rc=$?"
     fi
 } >"$OUT/tests.log" 2>&1
-# the cp.async matvec is the default; should its parity fail, time the register one instead
+# the warp matvec is the default; should its parity fail, time round 1's register one instead
 if ! grep -q "^0 failed\|[0-9]* passed, 0 failed" <(sed -n '/== test_cuda_ops/,/rc=/p' "$OUT/tests.log"); then
     export STRATA_CUDA_MATVEC=regs
 fi
@@ -81,12 +86,17 @@ grep -E "^(== |rc=|[0-9]+ passed)|FAIL" "$OUT/tests.log" | head -40 | tee -a "$S
 note '```'
 
 # ---- 2. matvec bandwidth against the copy bandwidth ----
-timeout 300 "$BIN/bench_cuda" --sweep --json "$OUT/bench.json" >"$OUT/bench.txt" 2>&1
+if [ -z "${SKIP_BENCH:-}" ]; then
+    timeout 300 "$BIN/bench_cuda" --sweep --json "$OUT/bench.json" >"$OUT/bench.txt" 2>&1
+    echo "rc=$?" >>"$OUT/bench.txt"
+else
+    timeout 60 "$BIN/bench_cuda" --iters 20 --json "$OUT/bench.json" >"$OUT/bench.txt" 2>&1
+fi
 note ""
 note "## q4 matvec (group 64, bf16 scales) vs device-to-device copy"
 note '```'
-grep -E "GPU:|copy:|default|layer|MB:" "$OUT/bench.txt" | tee -a "$SUM"
-[ -n "${STRATA_CUDA_MATVEC:-}" ] && note "(STRATA_CUDA_MATVEC=$STRATA_CUDA_MATVEC: the cp.async matvec failed parity)"
+grep -E "GPU:|copy:|default|layer|rc=" "$OUT/bench.txt" | tee -a "$SUM"
+[ -n "${STRATA_CUDA_MATVEC:-}" ] && note "(STRATA_CUDA_MATVEC=$STRATA_CUDA_MATVEC: the warp matvec failed parity)"
 note '```'
 BW=$(python3 -c "import json;print(json.load(open('$OUT/bench.json'))['d2d_copy_GBps'])" 2>/dev/null || echo 0)
 
@@ -106,6 +116,17 @@ master() {
     shift 4
     echo "== strata-master --model $m --backend $be -n $n ($(echo "$toks" | tr ',' '\n' | wc -l) prompt tokens) $*" >>"$OUT/models.log"
     IDS=$(timeout 420 "$BIN/strata-master" --model "$m" --backend "$be" --tokens "$toks" -n "$n" "$@" 2>"$WORK/err.txt")
+    local rc=$?
+    LAST_ERR=$(cat "$WORK/err.txt")
+    { echo "ids: $IDS"; echo "$LAST_ERR"; echo "rc=$rc"; } >>"$OUT/models.log"
+}
+# master with extra environment settings from STRATA_ENV ("A=1 B=2")
+master_v() {
+    local m=$1 be=$2 toks=$3 n=$4
+    shift 4
+    echo "== [$STRATA_ENV] strata-master --model $m --backend $be -n $n $*" >>"$OUT/models.log"
+    # shellcheck disable=SC2086
+    IDS=$(env $STRATA_ENV timeout 420 "$BIN/strata-master" --model "$m" --backend "$be" --tokens "$toks" -n "$n" "$@" 2>"$WORK/err.txt")
     local rc=$?
     LAST_ERR=$(cat "$WORK/err.txt")
     { echo "ids: $IDS"; echo "$LAST_ERR"; echo "rc=$rc"; } >>"$OUT/models.log"
@@ -139,7 +160,8 @@ EOF
 note ""
 note "## Whole models (strata-master, synthetic MLX q4 checkpoints)"
 note ""
-note "| model | backend | prefill tok/s (256-token prompt) | decode tok/s (64 tokens) | weight bytes/token | bandwidth limit tok/s | decode % of limit |"
+DECODE_N=${DECODE_N:-64}
+note "| model | backend | prefill tok/s (256-token prompt) | decode tok/s ($DECODE_N tokens) | weight bytes/token | bandwidth limit tok/s | decode % of limit |"
 note "|---|---|---|---|---|---|---|"
 for shape in ${PERF_SHAPES:-qwen2.5-0.5b qwen2.5-7b}; do
     gen "$WORK/$shape" "$shape"
@@ -147,11 +169,15 @@ for shape in ${PERF_SHAPES:-qwen2.5-0.5b qwen2.5-7b}; do
     wb=$(weight_bytes "$WORK/$shape")
     master "$WORK/$shape" cuda "$(ids 256 1 7)" 1
     pre=$(toks_per_s prefill)
-    master "$WORK/$shape" cuda "$(ids 8 5 11)" 64
-    dec=$(toks_per_s decode)
     lim=$(python3 -c "print(f'{$BW*1e9/$wb:.0f}')" 2>/dev/null)
-    pct=$(python3 -c "print(f'{100*float('$dec')/float('$lim'):.0f}%')" 2>/dev/null)
-    note "| $shape | cuda | ${pre:-?} | ${dec:-?} | $(python3 -c "print(f'{$wb/1e9:.2f} GB')") | ${lim:-?} | ${pct:-?} |"
+    for variant in default ${DECODE_VARIANTS:-}; do
+        envs=()
+        [ "$variant" = default ] || IFS=, read -r -a envs <<<"$variant"
+        STRATA_ENV="${envs[*]}" master_v "$WORK/$shape" cuda "$(ids 8 5 11)" "$DECODE_N"
+        dec=$(toks_per_s decode)
+        pct=$(python3 -c "print(f'{100*float('$dec')/float('$lim'):.0f}%')" 2>/dev/null)
+        note "| $shape | cuda $([ "$variant" = default ] || echo "($variant)") | ${pre:-?} | ${dec:-?} | $(python3 -c "print(f'{$wb/1e9:.2f} GB')") | ${lim:-?} | ${pct:-?} |"
+    done
 done
 
 note ""
@@ -186,16 +212,20 @@ greedy "$WORK/qwen2.5-0.5b" qwen2.5-0.5b 8 8
 : >"$OUT/cluster.log"
 note ""
 note "## Cluster (cpu worker + cuda worker on loopback)"
-if [ -x "$BIN/strata-worker" ] && "$BIN/strata-master" --help 2>&1 | grep -q -- --topology; then
+if [ -z "${SKIP_CLUSTER:-}" ] && [ -x "$BIN/strata-worker" ] && "$BIN/strata-master" --help 2>&1 | grep -q -- --topology; then
     shape=${CLUSTER_SHAPE:-qwen2.5-0.5b}
     m=$WORK/$shape
     gen "$m" "$shape"
     nl=$(python3 -c "import json;print(json.load(open('$m/config.json'))['num_hidden_layers'])")
     half=$((nl / 2))
     mkdir -p "$WORK/cache-a" "$WORK/cache-b"
-    "$BIN/strata-worker" --listen tcp://127.0.0.1:5601 --name cpu-worker --backend cpu --cache-dir "$WORK/cache-a" >>"$OUT/cluster.log" 2>&1 &
+    # loopback only: no CurveZMQ keys where the binaries know --insecure
+    sec_w=() sec_m=()
+    "$BIN/strata-worker" --help 2>&1 | grep -q -- --insecure && sec_w=(--insecure)
+    "$BIN/strata-master" --help 2>&1 | grep -q -- --insecure && sec_m=(--insecure)
+    "$BIN/strata-worker" --listen tcp://127.0.0.1:5601 --name cpu-worker --backend cpu --cache-dir "$WORK/cache-a" "${sec_w[@]}" >>"$OUT/cluster.log" 2>&1 &
     pa=$!
-    "$BIN/strata-worker" --listen tcp://127.0.0.1:5602 --name cuda-worker --backend "${CLUSTER_B_BACKEND:-cuda}" --cache-dir "$WORK/cache-b" >>"$OUT/cluster.log" 2>&1 &
+    "$BIN/strata-worker" --listen tcp://127.0.0.1:5602 --name cuda-worker --backend "${CLUSTER_B_BACKEND:-cuda}" --cache-dir "$WORK/cache-b" "${sec_w[@]}" >>"$OUT/cluster.log" 2>&1 &
     pb=$!
     cat >"$WORK/topology.yml" <<EOF
 cpu-worker:
@@ -213,7 +243,7 @@ EOF
     single=$IDS
     OUT_LOG=$OUT/cluster.log
     echo "== cluster run" >>"$OUT_LOG"
-    cl=$(timeout 420 "$BIN/strata-master" --model "$m" --backend cpu --tokens "$toks" -n 8 --topology "$WORK/topology.yml" --strict-topology 2>>"$OUT_LOG")
+    cl=$(timeout 420 "$BIN/strata-master" --model "$m" --backend cpu --tokens "$toks" -n 8 --topology "$WORK/topology.yml" --strict-topology "${sec_m[@]}" 2>>"$OUT_LOG")
     echo "rc=$? ids: $cl (single-node cpu: $single)" >>"$OUT_LOG"
     kill "$pa" "$pb" 2>/dev/null
     wait "$pa" "$pb" 2>/dev/null
@@ -227,7 +257,7 @@ else
 fi
 
 # ---- 5. memory checker over the parity test (catches out-of-bounds reads the values hide) ----
-if command -v compute-sanitizer >/dev/null; then
+if [ -z "${SKIP_SANITIZER:-}" ] && command -v compute-sanitizer >/dev/null; then
     timeout 150 compute-sanitizer --tool memcheck --print-limit 20 "$BIN/test_cuda_ops" >"$OUT/sanitizer.log" 2>&1
     note ""
     note "compute-sanitizer memcheck over test_cuda_ops: $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1)"

@@ -195,6 +195,9 @@ static void test_matmuls(void) {
     test_matmul(130, 896, 4, 64, BK_BF16, 64, 1);
     test_matmul(70, 256, 8, 64, BK_F16, 70, 0);
     test_matmul(200, 512, 4, 32, BK_F16, 129, 0);
+    /* a group that is not a power of two chunks (the warp matvec divides instead of shifting) */
+    test_matmul(21, 288, 8, 48, BK_F16, 1, 0);
+    test_matmul(19, 288, 4, 96, BK_BF16, 1, 1);
     /* layouts only the tiled kernel takes: group 16, 2-bit, ragged dense columns */
     test_matmul(37, 48, 4, 16, BK_F16, 1, 0);
     test_matmul(37, 96, 2, 32, BK_BF16, 1, 1);
@@ -208,7 +211,7 @@ static void test_matmuls(void) {
     }
     /* every matvec kernel and launch shape the benchmark may pick */
     static const int rs[] = {1, 2, 4, 8}, gs[] = {0, 1, 3};
-    for (int v = 1; v <= 2; v++)
+    for (int v = 1; v <= 3; v++)
         for (int ri = 0; ri < 4; ri++)
             for (int gi = 0; gi < 3; gi++) {
                 CHECK(cuda_matvec_tune(v, rs[ri], gs[gi]) == 0, "tune %d %d %d", v, rs[ri], gs[gi]);
@@ -223,9 +226,289 @@ static void test_matmuls(void) {
     /* rows wider than one block of the x-stationary kernel take the column-split matvec */
     test_matmul(5, 33024, 4, 64, BK_F16, 1, 1);
     test_matmul(3, 16512, 8, 32, BK_BF16, 1, 0);
-    CHECK(cuda_matvec_tune(0, 3, 1) == -1 && cuda_matvec_tune(0, 16, 0) == -1 && cuda_matvec_tune(3, 0, 0) == -1,
-          "rows per block 3 or 16 and variant 3 are refused");
+    CHECK(cuda_matvec_tune(0, 3, 1) == -1 && cuda_matvec_tune(0, 16, 0) == -1 && cuda_matvec_tune(4, 0, 0) == -1,
+          "rows per block 3 or 16 and variant 4 are refused");
     cuda_matvec_tune(0, 0, 0);
+}
+
+/* ---- deferred matvecs: the launches that share x, and their add / swiglu epilogues ---- */
+
+static pair rnd_pair(size_t n, float lo, float hi) {
+    float *v = rnd_vec(n, lo, hi);
+    pair p = pair_new(v, n * sizeof(float));
+    free(v);
+    return p;
+}
+
+/* q, k, v style: three matvecs on one x, read back after all three */
+static void test_fused_qkv(int rq, int rk, int cols, int bits, int group, bk_dtype dt, int bias) {
+    wpair wq = wpair_new(rq, cols, bits, group, dt, bias), wk = wpair_new(rk, cols, bits, group, dt, bias),
+          wv = wpair_new(rk, cols, bits, group, dt, 0);
+    pair x = rnd_pair((size_t)cols, -1, 1), q = rnd_pair((size_t)rq, 1e6f, 2e6f), k = rnd_pair((size_t)rk, 1e6f, 2e6f),
+         v = rnd_pair((size_t)rk, 1e6f, 2e6f);
+    cu->ops->matmul(cu, &wq.c, x.c, q.c, 1);
+    cu->ops->matmul(cu, &wk.c, x.c, k.c, 1);
+    cu->ops->matmul(cu, &wv.c, x.c, v.c, 1);
+    ref->ops->matmul(ref, &wq.r, x.r, q.r, 1);
+    ref->ops->matmul(ref, &wk.r, x.r, k.r, 1);
+    ref->ops->matmul(ref, &wv.r, x.r, v.r, 1);
+    double e = fmax(pair_err(&q, (size_t)rq), fmax(pair_err(&k, (size_t)rk), pair_err(&v, (size_t)rk)));
+    CHECK(e < TOL, "fused q/k/v %d+%d+%d x %d bits %d group %d %s bias %d: rel err %.3g", rq, rk, rk, cols, bits,
+          group, bk_dtype_name(dt), bias, e);
+    pair_free(&x);
+    pair_free(&q);
+    pair_free(&k);
+    pair_free(&v);
+    wpair_free(&wq);
+    wpair_free(&wk);
+    wpair_free(&wv);
+}
+
+/* gate and up on one x, then swiglu (gate first or up first), both outputs compared */
+static void test_fused_swiglu(int rows, int cols, int bits, int group, bk_dtype dt, int up_first) {
+    wpair wg = wpair_new(rows, cols, bits, group, dt, 0), wu = wpair_new(rows, cols, bits, group, dt, 0);
+    pair x = rnd_pair((size_t)cols, -1, 1), g = rnd_pair((size_t)rows, 1e6f, 2e6f), u = rnd_pair((size_t)rows, 1e6f, 2e6f);
+    backend *bes[2] = {cu, ref};
+    for (int i = 0; i < 2; i++) {
+        backend *be = bes[i];
+        bk_weight *pg = i ? &wg.r : &wg.c, *pu = i ? &wu.r : &wu.c;
+        bk_buf *xb = i ? x.r : x.c, *gb = i ? g.r : g.c, *ub = i ? u.r : u.c;
+        if (up_first) be->ops->matmul(be, pu, xb, ub, 1);
+        be->ops->matmul(be, pg, xb, gb, 1);
+        if (!up_first) be->ops->matmul(be, pu, xb, ub, 1);
+        be->ops->swiglu(be, gb, ub, rows);
+    }
+    double e = fmax(pair_err(&g, (size_t)rows), pair_err(&u, (size_t)rows));
+    CHECK(e < TOL, "fused gate/up + swiglu %dx%d bits %d group %d %s up first %d: rel err %.3g", rows, cols, bits,
+          group, bk_dtype_name(dt), up_first, e);
+    pair_free(&x);
+    pair_free(&g);
+    pair_free(&u);
+    wpair_free(&wg);
+    wpair_free(&wu);
+}
+
+/* o_proj + residual: y = W x, then r += y; both compared */
+static void test_fused_add(int rows, int cols, int bits, int group, bk_dtype dt) {
+    wpair w = wpair_new(rows, cols, bits, group, dt, 1);
+    pair x = rnd_pair((size_t)cols, -1, 1), y = rnd_pair((size_t)rows, 1e6f, 2e6f), r = rnd_pair((size_t)rows, -3, 3);
+    cu->ops->matmul(cu, &w.c, x.c, y.c, 1);
+    cu->ops->add(cu, r.c, y.c, rows);
+    ref->ops->matmul(ref, &w.r, x.r, y.r, 1);
+    ref->ops->add(ref, r.r, y.r, rows);
+    double e = fmax(pair_err(&y, (size_t)rows), pair_err(&r, (size_t)rows));
+    CHECK(e < TOL, "fused matvec + add %dx%d bits %d group %d %s: rel err %.3g", rows, cols, bits, group,
+          bk_dtype_name(dt), e);
+    pair_free(&x);
+    pair_free(&y);
+    pair_free(&r);
+    wpair_free(&w);
+}
+
+/* sequences that must not fuse: a chain (the second reads the first's output), two writes of
+ * one buffer (the last wins), an add of something else, a swiglu over other buffers */
+static void test_unfusable(void) {
+    int n = 96;
+    wpair a = wpair_new(n, n, 4, 32, BK_F16, 0), b = wpair_new(n, n, 4, 32, BK_F16, 1);
+    pair x = rnd_pair((size_t)n, -1, 1), y = rnd_pair((size_t)n, 1e6f, 2e6f), z = rnd_pair((size_t)n, 1e6f, 2e6f),
+         t = rnd_pair((size_t)n, -1, 1);
+    backend *bes[2] = {cu, ref};
+    for (int i = 0; i < 2; i++) {
+        backend *be = bes[i];
+        bk_weight *wa = i ? &a.r : &a.c, *wb = i ? &b.r : &b.c;
+        bk_buf *xb = i ? x.r : x.c, *yb = i ? y.r : y.c, *zb = i ? z.r : z.c, *tb = i ? t.r : t.c;
+        be->ops->matmul(be, wa, xb, yb, 1); /* chain: z = B (A x) */
+        be->ops->matmul(be, wb, yb, zb, 1);
+        be->ops->add(be, tb, xb, n);        /* not the deferred output */
+        be->ops->matmul(be, wa, zb, yb, 1); /* y written twice: B z wins */
+        be->ops->matmul(be, wb, zb, yb, 1);
+        be->ops->swiglu(be, tb, zb, n); /* a swiglu over two buffers nothing deferred wrote */
+        be->ops->matmul(be, wa, tb, xb, 1);
+        be->ops->matmul(be, wb, tb, zb, 1);
+        be->ops->swiglu(be, xb, tb, n); /* one of two deferred outputs only */
+        be->ops->add(be, tb, zb, n);    /* two deferred: no epilogue */
+    }
+    double e = fmax(fmax(pair_err(&x, (size_t)n), pair_err(&y, (size_t)n)), fmax(pair_err(&z, (size_t)n), pair_err(&t, (size_t)n)));
+    CHECK(e < TOL, "unfusable matvec sequences keep their order: rel err %.3g", e);
+    pair_free(&x);
+    pair_free(&y);
+    pair_free(&z);
+    pair_free(&t);
+    wpair_free(&a);
+    wpair_free(&b);
+}
+
+/* a few decode steps of a small decoder layer, op for op as common/forward.c calls them:
+ * every fusion, the PDL chain through norms, rope, cache copies and attention */
+static void test_decode_layer(int bits, bk_dtype dt) {
+    const int hid = 256, nh = 4, nkv = 2, hd = 64, ffn = 640, steps = 4, cap = 8;
+    const int qd = nh * hd, kvd = nkv * hd;
+    wpair wq = wpair_new(qd, hid, bits, 64, dt, 1), wk = wpair_new(kvd, hid, bits, 64, dt, 1),
+          wv = wpair_new(kvd, hid, bits, 64, dt, 1), wo = wpair_new(hid, qd, bits, 64, dt, 0),
+          wg = wpair_new(ffn, hid, bits, 64, dt, 0), wu = wpair_new(ffn, hid, bits, 64, dt, 0),
+          wd = wpair_new(hid, ffn, bits, 32, dt, 0);
+    float *nw = rnd_vec((size_t)hid, 0.5f, 1.5f), *f = xmalloc(sizeof *f * (size_t)(hd / 2));
+    for (int j = 0; j < hd / 2; j++) f[j] = powf(10000.0f, -2.0f * j / hd);
+    pair x = rnd_pair((size_t)hid, -1, 1), xb = rnd_pair((size_t)(ffn > qd ? ffn : qd), 0, 1),
+         xb2 = rnd_pair((size_t)hid, 0, 1), q = rnd_pair((size_t)qd, 0, 1), k = rnd_pair((size_t)kvd, 0, 1),
+         v = rnd_pair((size_t)kvd, 0, 1), hb = rnd_pair((size_t)ffn, 0, 1), hb2 = rnd_pair((size_t)ffn, 0, 1),
+         kc = rnd_pair((size_t)cap * kvd, 0, 1), vc = rnd_pair((size_t)cap * kvd, 0, 1),
+         inv = pair_new(f, sizeof *f * (size_t)(hd / 2)), nwp = pair_new(nw, sizeof *nw * (size_t)hid);
+    backend *bes[2] = {cu, ref};
+    for (int i = 0; i < 2; i++) {
+        backend *be = bes[i];
+        const backend_ops *op = be->ops;
+#define B_(p) (i ? (p).r : (p).c)
+#define W_(p) (i ? &(p).r : &(p).c)
+        bk_vec norm = {B_(nwp), BK_F32, hid};
+        for (int pos = 0; pos < steps; pos++) {
+            op->rmsnorm(be, B_(x), &norm, B_(xb), 1, hid, 1e-6f);
+            op->matmul(be, W_(wq), B_(xb), B_(q), 1);
+            op->matmul(be, W_(wk), B_(xb), B_(k), 1);
+            op->matmul(be, W_(wv), B_(xb), B_(v), 1);
+            op->rope(be, B_(q), 1, nh, hd, pos, B_(inv));
+            op->rope(be, B_(k), 1, nkv, hd, pos, B_(inv));
+            op->copy(be, B_(k), 0, B_(kc), (size_t)pos * kvd * 4, (size_t)kvd * 4);
+            op->copy(be, B_(v), 0, B_(vc), (size_t)pos * kvd * 4, (size_t)kvd * 4);
+            op->attention(be, B_(q), B_(kc), B_(vc), B_(xb), 1, pos, nh, nkv, hd);
+            op->matmul(be, W_(wo), B_(xb), B_(xb2), 1);
+            op->add(be, B_(x), B_(xb2), hid);
+            op->rmsnorm(be, B_(x), &norm, B_(xb), 1, hid, 1e-6f);
+            op->matmul(be, W_(wg), B_(xb), B_(hb), 1);
+            op->matmul(be, W_(wu), B_(xb), B_(hb2), 1);
+            op->swiglu(be, B_(hb), B_(hb2), ffn);
+            op->matmul(be, W_(wd), B_(hb), B_(xb2), 1);
+            op->add(be, B_(x), B_(xb2), hid);
+        }
+#undef B_
+#undef W_
+    }
+    double e = pair_err(&x, (size_t)hid);
+    CHECK(e < TOL, "decode layer, %d steps, bits %d %s (fuse %d, pdl %d): rel err %.3g", steps, bits,
+          bk_dtype_name(dt), cuda_feature_fuse(), cuda_feature_pdl(), e);
+    pair *ps[] = {&x, &xb, &xb2, &q, &k, &v, &hb, &hb2, &kc, &vc, &inv, &nwp};
+    for (size_t j = 0; j < sizeof ps / sizeof ps[0]; j++) pair_free(ps[j]);
+    wpair *ws[] = {&wq, &wk, &wv, &wo, &wg, &wu, &wd};
+    for (size_t j = 0; j < sizeof ws / sizeof ws[0]; j++) wpair_free(ws[j]);
+    free(nw);
+    free(f);
+}
+
+/* rope/copy sequences around the fused rope step: the decode pattern with a second layer's
+ * cache offset, a v append that overlaps the k append (the last copy wins), a rope applied twice
+ * to one buffer, and a k copy from an offset (none of these but the first may fuse) */
+static void test_rope_sequences(void) {
+    const int nh = 4, nkv = 2, hd = 32, qd = nh * hd, kvd = nkv * hd, cap = 6;
+    float *f = xmalloc(sizeof *f * (size_t)(hd / 2));
+    for (int j = 0; j < hd / 2; j++) f[j] = powf(10000.0f, -2.0f * j / hd);
+    pair q = rnd_pair((size_t)qd, -1, 1), k = rnd_pair((size_t)kvd, -1, 1), v = rnd_pair((size_t)kvd, -1, 1),
+         kc = rnd_pair((size_t)cap * kvd, -1, 1), vc = rnd_pair((size_t)cap * kvd, -1, 1),
+         inv = pair_new(f, sizeof *f * (size_t)(hd / 2));
+    size_t row = (size_t)kvd * 4;
+    backend *bes[2] = {cu, ref};
+    for (int i = 0; i < 2; i++) {
+        backend *be = bes[i];
+        const backend_ops *op = be->ops;
+        bk_buf *Q = i ? q.r : q.c, *K = i ? k.r : k.c, *V = i ? v.r : v.c, *KC = i ? kc.r : kc.c, *VC = i ? vc.r : vc.c,
+               *I = i ? inv.r : inv.c;
+        op->rope(be, Q, 1, nh, hd, 3, I); /* the decode pattern */
+        op->rope(be, K, 1, nkv, hd, 3, I);
+        op->copy(be, K, 0, KC, 3 * row, row);
+        op->copy(be, V, 0, VC, 3 * row, row);
+        op->rope(be, Q, 1, nh, hd, 4, I); /* v lands on the k just appended */
+        op->rope(be, K, 1, nkv, hd, 4, I);
+        op->copy(be, K, 0, KC, 4 * row, row);
+        op->copy(be, V, 0, KC, 4 * row, row);
+        op->rope(be, Q, 1, nh, hd, 5, I); /* one buffer twice, then k and a partial copy */
+        op->rope(be, Q, 1, nh, hd, 5, I);
+        op->rope(be, K, 1, nkv, hd, 5, I);
+        op->copy(be, K, 16, KC, 5 * row, row - 16);
+        op->rope(be, Q, 2, nh / 2, hd, 1, I); /* two tokens, no k */
+        op->copy(be, Q, 0, VC, 0, 2 * row);
+    }
+    double e = fmax(fmax(pair_err(&q, (size_t)qd), pair_err(&k, (size_t)kvd)),
+                    fmax(pair_err(&kc, (size_t)cap * kvd), pair_err(&vc, (size_t)cap * kvd)));
+    CHECK(e < TOL, "rope/copy sequences (fuse %d, pdl %d): rel err %.3g", cuda_feature_fuse(), cuda_feature_pdl(), e);
+    pair *ps[] = {&q, &k, &v, &kc, &vc, &inv};
+    for (size_t j = 0; j < sizeof ps / sizeof ps[0]; j++) pair_free(ps[j]);
+    free(f);
+}
+
+/* a one-token rmsnorm followed by matvecs on its output (the group computes the norm in its
+ * launch), in place (the lm_head pattern), followed by other ops, by a matvec the warp kernel
+ * does not take, by one that overwrites the norm's input, and on a prefix of its output */
+static void test_norm_sequences(int bits, bk_dtype dt) {
+    const int d = 256, r1 = 320, r2 = 64;
+    wpair wa = wpair_new(r1, d, bits, 64, dt, 1), wb = wpair_new(r2, d, bits, 64, dt, 0),
+          w16 = wpair_new(r2, d, bits, 16, dt, 0), wh = wpair_new(r2, d / 2, bits, 64, dt, 0),
+          wsq = wpair_new(d, d, bits, 64, dt, 1);
+    float *nw = rnd_vec((size_t)d, 0.5f, 1.5f);
+    pair x = rnd_pair((size_t)d, -2, 2), xb = rnd_pair((size_t)d, 0, 1), y1 = rnd_pair((size_t)r1, 0, 1),
+         y2 = rnd_pair((size_t)r2, 0, 1), t = rnd_pair((size_t)d, -1, 1), nwp = pair_new(nw, sizeof *nw * (size_t)d);
+    backend *bes[2] = {cu, ref};
+    for (int i = 0; i < 2; i++) {
+        backend *be = bes[i];
+        const backend_ops *op = be->ops;
+#define B_(p) (i ? (p).r : (p).c)
+#define W_(p) (i ? &(p).r : &(p).c)
+        bk_vec norm = {B_(nwp), BK_F32, d};
+        op->rmsnorm(be, B_(x), &norm, B_(xb), 1, d, 1e-5f); /* q/k pattern */
+        op->matmul(be, W_(wa), B_(xb), B_(y1), 1);
+        op->matmul(be, W_(wb), B_(xb), B_(y2), 1);
+        op->add(be, B_(x), B_(y1), d);
+        op->copy(be, B_(x), 0, B_(xb), 0, sizeof(float) * (size_t)d); /* lm_head pattern */
+        op->rmsnorm(be, B_(xb), &norm, B_(xb), 1, d, 1e-5f);
+        op->matmul(be, W_(wb), B_(xb), B_(y2), 1);
+        op->add(be, B_(y1), B_(y2), r2);
+        op->rmsnorm(be, B_(y1), &norm, B_(xb), 1, d, 1e-5f); /* no matvec follows */
+        op->add(be, B_(t), B_(xb), d);
+        op->rmsnorm(be, B_(t), &norm, B_(xb), 1, d, 1e-5f); /* a matvec of group 16 */
+        op->matmul(be, W_(w16), B_(xb), B_(y2), 1);
+        op->rmsnorm(be, B_(t), &norm, B_(xb), 1, d, 1e-5f); /* the matvec writes the norm's input */
+        op->matmul(be, W_(wsq), B_(xb), B_(t), 1);
+        op->rmsnorm(be, B_(x), &norm, B_(xb), 1, d, 1e-5f); /* a prefix of the output */
+        op->matmul(be, W_(wh), B_(xb), B_(y2), 1);
+#undef B_
+#undef W_
+    }
+    double e = fmax(fmax(pair_err(&x, (size_t)d), pair_err(&xb, (size_t)d)),
+                    fmax(fmax(pair_err(&y1, (size_t)r1), pair_err(&y2, (size_t)r2)), pair_err(&t, (size_t)d)));
+    CHECK(e < TOL, "rmsnorm + matvec sequences, bits %d %s (fuse %d, pdl %d): rel err %.3g", bits, bk_dtype_name(dt),
+          cuda_feature_fuse(), cuda_feature_pdl(), e);
+    pair *ps[] = {&x, &xb, &y1, &y2, &t, &nwp};
+    for (size_t j = 0; j < sizeof ps / sizeof ps[0]; j++) pair_free(ps[j]);
+    wpair *ws[] = {&wa, &wb, &w16, &wh, &wsq};
+    for (size_t j = 0; j < sizeof ws / sizeof ws[0]; j++) wpair_free(ws[j]);
+    free(nw);
+}
+
+static void test_fusion(void) {
+    static const int rs[] = {0, 1, 2, 4};
+    for (int fuse = 1; fuse >= 0; fuse--)
+        for (int pdl = 1; pdl >= 0; pdl--) {
+            cuda_features_set(fuse, pdl);
+            for (int ri = 0; ri < 4; ri++) {
+                CHECK(cuda_matvec_tune(0, rs[ri], 0) == 0, "tune rows %d", rs[ri]);
+                test_fused_qkv(256, 64, 512, 4, 64, BK_BF16, 1);
+                test_fused_qkv(33, 17, 96, 4, 32, BK_F16, 0);
+                test_fused_qkv(45, 7, 256, 8, 64, BK_F32, 1);
+                test_fused_add(37, 3584, 4, 64, BK_BF16);
+                test_fused_add(130, 640, 8, 32, BK_F16);
+            }
+            cuda_matvec_tune(0, 0, 0);
+            test_fused_qkv(3584, 512, 3584, 4, 64, BK_BF16, 1);
+            test_fused_swiglu(301, 256, 4, 64, BK_BF16, 0);
+            test_fused_swiglu(1000, 896, 4, 64, BK_F16, 1);
+            test_fused_swiglu(77, 160, 8, 32, BK_BF16, 0);
+            test_fused_add(3584, 18944, 4, 64, BK_BF16);
+            test_unfusable();
+            test_rope_sequences();
+            test_norm_sequences(4, BK_BF16);
+            test_norm_sequences(8, BK_F16);
+            test_decode_layer(4, BK_BF16);
+            test_decode_layer(8, BK_F16);
+        }
+    cuda_features_set(1, 1);
 }
 
 /* embed with the reference on the same ids; the ids array is overwritten right after the cuda
@@ -342,6 +625,22 @@ static void test_memory(void) {
     CHECK(!memcmp(src, got, 360), "buf_write, copy and buf_read at offsets round-trip");
     cu->ops->buf_read(cu, b, 396, got, 4);
     CHECK(got[0] == 0.0f, "copy writes only its range");
+    /* small copies go through a kernel: 16-byte aligned spans and odd ones, the rest untouched */
+    unsigned char hb[1000], hg[1000];
+    for (int i = 0; i < 1000; i++) hb[i] = (unsigned char)(rnd_u32() | 1);
+    bk_buf *c1 = cu->ops->buf_alloc(cu, 1000), *c2 = cu->ops->buf_alloc(cu, 1000);
+    cu->ops->buf_write(cu, c1, 0, hb, 1000);
+    cu->ops->copy(cu, c1, 16, c2, 32, 512);
+    cu->ops->copy(cu, c1, 3, c2, 601, 333);
+    cu->ops->buf_read(cu, c2, 0, hg, 1000);
+    int ok = 1;
+    for (int i = 0; i < 1000; i++) {
+        int want = i >= 32 && i < 544 ? hb[i - 16] : i >= 601 && i < 934 ? hb[i - 598] : 0;
+        ok &= hg[i] == want;
+    }
+    CHECK(ok, "copies of aligned and odd spans land exactly");
+    cu->ops->buf_free(cu, c1);
+    cu->ops->buf_free(cu, c2);
     cu->ops->sync(cu);
     cu->ops->buf_free(cu, a);
     cu->ops->buf_free(cu, b);
@@ -360,6 +659,7 @@ int main(void) {
     ref = backend_cpu_ref_new();
     test_memory();
     test_matmuls();
+    test_fusion();
     test_embed_cmp(100, 896, 4, 64, BK_BF16, 1);
     test_embed_cmp(100, 896, 4, 64, BK_F16, 9);
     test_embed_cmp(50, 256, 8, 32, BK_BF16, 4);

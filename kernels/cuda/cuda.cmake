@@ -23,6 +23,7 @@ if(STRATA_CUDA)
   add_library(strata_cuda OBJECT
     kernels/cuda/cuda_backend.cu
     kernels/cuda/cuda_matmul.cu
+    kernels/cuda/cuda_matvec.cu
     kernels/cuda/cuda_ops.cu
   )
   # The directory's C flags (-Wall -Werror, sanitizers) are not nvcc flags: replace them with

@@ -3,6 +3,7 @@
 #define STRATA_CUDA_DEVICE_H
 
 #include <cuda_bf16.h>
+#include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
 
@@ -46,6 +47,39 @@ __device__ __forceinline__ float cu_weight_at(const cu_weight &d, int r, int c) 
     uint32_t v = (word >> ((c % per_word) * d.bits)) & ((1u << d.bits) - 1);
     size_t gi = (size_t)r * (d.cols / d.group) + c / d.group;
     return cu_load_float(d.scales, d.sdtype, gi) * (float)v + cu_load_float(d.biases, d.sdtype, gi);
+}
+
+/* Programmatic dependent launch (sm_90): a kernel launched with cu_launch() may start while
+ * the kernel before it still runs; pdl_wait() returns once that kernel has completed and its
+ * writes are visible, so every such kernel calls it before it reads activations or writes
+ * anything. What comes before the wait may only read weights. pdl_trigger() lets the next
+ * kernel start early. Both are no-ops on older GPUs and for kernels launched plainly. */
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/* Launches `kernel` on `s`, with programmatic stream serialization when the feature is on.
+ * Only kernels that call pdl_wait() before touching activations may be launched this way. */
+template <typename... P, typename... A>
+static inline void cu_launch(cudaStream_t s, dim3 grid, dim3 block, size_t smem, void (*kernel)(P...), A... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = cuda_feature_pdl() ? 1 : 0;
+    cudaLaunchKernelEx(&cfg, kernel, ((P)args)...);
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

@@ -24,14 +24,64 @@ struct bk_buf {
  * events and graph capture. */
 void *cuda_backend_stream(backend *be);
 
+/* Launches of deferred matvecs that are still queued go onto the stream now (the ops flush
+ * them themselves; the benchmark calls this before it records an event). */
+void cuda_backend_flush(backend *be);
+
+/* Switches, default on; the environment's STRATA_CUDA_FUSE=0 and STRATA_CUDA_PDL=0 turn them
+ * off, and the benchmark and tests flip them (-1 keeps a value).
+ *   fuse: matvecs on the same x are deferred and share one launch (q/k/v; gate/up), and a
+ *         following add (residual) or swiglu becomes that launch's epilogue;
+ *   pdl:  kernels are launched with programmatic dependent launch (cuda_device.h). */
+void cuda_features_set(int fuse, int pdl);
+int cuda_feature_fuse(void);
+int cuda_feature_pdl(void);
+
 /* Quantized matvec (n == 1) kernels and launch shape. variant: CUDA_MV_REGS (next batch
- * prefetched in registers) or CUDA_MV_ASYNC (batches prefetched by cp.async into shared
- * memory); rows_per_block rows a batch (1, 2, 4 or 8) share a barrier and the block's x
- * registers; blocks_per_sm caps the grid (0: as many as fit). 0 means "the default" for each.
- * Returns -1 for values out of range. The benchmark sweeps these; nothing else calls it. */
+ * prefetched in registers), CUDA_MV_ASYNC (batches prefetched by cp.async into shared
+ * memory) or CUDA_MV_WARP (cuda_matvec.cu: warps own rows, x packed once a launch as
+ * 16-bit fixed point, integer dot products); rows_per_block rows a batch (1, 2, 4 or 8; the warp
+ * kernel: rows a warp, 1, 2 or 4); blocks_per_sm caps the grid (0: as many as fit). 0 means
+ * "the default" for each. Returns -1 for values out of range. The benchmark and the tests
+ * sweep these. */
 #define CUDA_MV_REGS 1
 #define CUDA_MV_ASYNC 2
+#define CUDA_MV_WARP 3
 int cuda_matvec_tune(int variant, int rows_per_block, int blocks_per_sm);
+/* the tuned rows_per_block and blocks_per_sm (0: the defaults) */
+void cuda_matvec_tuning(int *rows_per_block, int *blocks_per_sm);
+/* the kernel a n == 1 matmul of this weight takes now (tuning, environment, default), 0 when
+ * none of the three matvecs takes it */
+int cuda_matvec_variant(const bk_weight *w);
+
+/* ---- the warp matvec over several weights that share x (cuda_matvec.cu) ---- */
+#define CUDA_EPI_NONE 0
+#define CUDA_EPI_ADD 1    /* one part: also add_to[r] += y0[r] (the residual add) */
+#define CUDA_EPI_SWIGLU 2 /* parts gate, up with equal rows: y1 = up, y0 = silu(gate) * up */
+#define CUDA_MV_MAX_PARTS 3
+typedef struct {
+    const bk_weight *w[CUDA_MV_MAX_PARTS];
+    float *y[CUDA_MV_MAX_PARTS];
+    int n_parts, epilogue;
+    float *add_to;
+    /* where norm_x is set, the launch first computes x = rmsnorm(norm_x) * norm_w (one token,
+     * norm_dim == the weights' cols; exactly as cuda_launch_rmsnorm) and packs it in the same
+     * kernel, in place of the pack kernel */
+    const float *norm_x;
+    const void *norm_w;
+    int norm_wdtype, norm_dim;
+    float norm_eps;
+} cuda_mv_group;
+/* whether the warp matvec takes this weight, and whether two weights can share a launch */
+int cuda_warp_takes(const bk_weight *w);
+int cuda_warp_compatible(const bk_weight *a, const bk_weight *b);
+/* y_k = x W_k^T (+ bias_k) for every part in one launch; rows_per_warp, blocks_per_sm: 0 for
+ * the defaults. Returns nonzero (nothing launched) if the group does not fit the kernel. */
+int cuda_launch_mv_group(void *stream, const cuda_mv_group *g, const float *x, int rows_per_warp,
+                         int blocks_per_sm);
+/* frees the stream's scratch buffer of the warp matvec (its packed x); the backend calls it
+ * before it destroys the stream */
+void cuda_matvec_release(void *stream);
 /* The shape the default heuristic picks for a [rows, cols] matvec at `bits`. */
 void cuda_matvec_pick(int rows, int cols, int bits, int *rows_per_block, int *blocks_per_sm);
 
@@ -48,6 +98,18 @@ void cuda_launch_attention(void *stream, const float *q, const float *k, const f
                            int pos0, int n_heads, int n_kv_heads, int head_dim);
 void cuda_launch_swiglu(void *stream, float *gate, const float *up, int n);
 void cuda_launch_add(void *stream, float *x, const float *y, int n);
+/* The rotary step of a decoder layer in one launch: rope over q (nq heads) and k (nk heads,
+ * 0: none) of n tokens, then, where kdst is set, the rotated k also to kdst, and where vdst is
+ * set, vsrc to vdst (n * nk * head_dim floats each: the KV-cache appends). The backend
+ * gathers these from consecutive rope/copy calls; the buffers must not overlap. */
+typedef struct {
+    float *q, *k, *kdst, *vdst;
+    const float *vsrc, *inv_freq;
+    int n, nq, nk, head_dim, pos0;
+} cuda_rope_job;
+void cuda_launch_rope_append(void *stream, const cuda_rope_job *j);
+/* n bytes from src to dst (device pointers, spans that do not overlap), as a PDL kernel */
+void cuda_launch_copy(void *stream, void *dst, const void *src, size_t n);
 
 /* largest head_dim the attention kernel takes */
 #define CUDA_MAX_HEAD_DIM 256

@@ -547,7 +547,7 @@ __global__ void __launch_bounds__(256) tiled_kernel(cu_weight w, const float *__
 static int tune_variant, tune_rows, tune_blocks; /* 0: the heuristic */
 
 extern "C" int cuda_matvec_tune(int variant, int rows_per_block, int blocks_per_sm) {
-    if (variant < 0 || variant > 2 || rows_per_block < 0 || rows_per_block > 8 || rows_per_block == 3 ||
+    if (variant < 0 || variant > 3 || rows_per_block < 0 || rows_per_block > 8 || rows_per_block == 3 ||
         (rows_per_block > 4 && rows_per_block < 8) || blocks_per_sm < 0 || blocks_per_sm > 32)
         return -1;
     tune_variant = variant;
@@ -556,17 +556,29 @@ extern "C" int cuda_matvec_tune(int variant, int rows_per_block, int blocks_per_
     return 0;
 }
 
-/* Which x-stationary kernel: measured on an H100 (bench/RESULTS-cuda.md), the cp.async one
- * wins on wide rows (down_proj: 448-592 chunks a row, +1-11%), the register one on the rest
- * (narrow rows leave a block too few threads for the shared-memory ring to pay). The
- * environment overrides: STRATA_CUDA_MATVEC=regs or async. */
-static int pick_variant(int chunks) {
+extern "C" void cuda_matvec_tuning(int *rows_per_block, int *blocks_per_sm) {
+    *rows_per_block = tune_rows;
+    *blocks_per_sm = tune_blocks;
+}
+
+/* Which matvec kernel: the warp kernel (cuda_matvec.cu) wherever it takes the weight; of the
+ * x-stationary ones, measured on an H100 in round 1 (bench/RESULTS-cuda.md), the cp.async one
+ * wins on wide rows (down_proj: 448-592 chunks a row, +1-11%), the register one on the rest.
+ * The environment overrides: STRATA_CUDA_MATVEC=regs, async or warp. */
+static int pick_variant(const bk_weight *w, int chunks) {
     static int forced = -1;
     if (forced < 0) {
         const char *e = getenv("STRATA_CUDA_MATVEC");
-        forced = !e ? 0 : !strcmp(e, "regs") ? CUDA_MV_REGS : !strcmp(e, "async") ? CUDA_MV_ASYNC : 0;
+        forced = !e                  ? 0
+                 : !strcmp(e, "regs")  ? CUDA_MV_REGS
+                 : !strcmp(e, "async") ? CUDA_MV_ASYNC
+                 : !strcmp(e, "warp")  ? CUDA_MV_WARP
+                                       : 0;
     }
-    if (forced) return forced;
+    int v = tune_variant ? tune_variant : forced;
+    if (v == CUDA_MV_WARP && !cuda_warp_takes(w)) v = 0;
+    if (v) return v;
+    if (cuda_warp_takes(w)) return CUDA_MV_WARP;
     return chunks > 256 ? CUDA_MV_ASYNC : CUDA_MV_REGS;
 }
 
@@ -692,6 +704,11 @@ static int matvec_fits(const bk_weight *w) {
     return 0;
 }
 
+extern "C" int cuda_matvec_variant(const bk_weight *w) {
+    if (!matvec_fits(w) || !w->bits) return 0;
+    return pick_variant(w, w->cols / (w->bits == 4 ? 32 : 16));
+}
+
 extern "C" int cuda_launch_matmul(void *stream, const bk_weight *w, const float *x, float *y, int n) {
     cudaStream_t s = (cudaStream_t)stream;
     const void *ob = w->bias.data ? w->bias.data->d : NULL;
@@ -703,7 +720,16 @@ extern "C" int cuda_launch_matmul(void *stream, const bk_weight *w, const float 
     if (!w->bits && w->wdtype != BK_F16 && w->wdtype != BK_BF16 && w->wdtype != BK_F32) return -1;
     if (n == 1 && matvec_fits(w)) {
         int R, G, per_chunk = w->bits == 4 ? 32 : 16;
-        int V = tune_variant ? tune_variant : pick_variant(w->cols / per_chunk);
+        int V = pick_variant(w, w->cols / per_chunk);
+        if (V == CUDA_MV_WARP) {
+            cuda_mv_group g;
+            memset(&g, 0, sizeof g);
+            g.w[0] = w;
+            g.y[0] = y;
+            g.n_parts = 1;
+            if (!cuda_launch_mv_group(s, &g, x, tune_rows > 4 ? 4 : tune_rows, tune_blocks)) return 0;
+            V = CUDA_MV_REGS;
+        }
         cuda_matvec_pick(w->rows, w->cols, w->bits, &R, &G);
         if (tune_rows) R = tune_rows;
         if (tune_blocks) G = tune_blocks;

@@ -1,5 +1,8 @@
 /* The CUDA kernels other than matmul: embedding rows, RMSNorm, RoPE, attention over the KV
- * cache, SwiGLU and add. Each launcher enqueues on the given stream and returns. */
+ * cache, SwiGLU and add. Each launcher enqueues on the given stream and returns. Every kernel
+ * here starts with pdl_wait() (it may be launched before its predecessor ends, see
+ * cuda_device.h) and then lets its successor start (pdl_trigger): decode is a chain of small
+ * kernels whose launch gaps this hides. */
 #include <cuda_runtime.h>
 #include <math.h>
 
@@ -29,6 +32,8 @@ __device__ float block_reduce(float v, float *red) {
 /* ---- embedding: out[t, c] = W[ids[t], c] dequantized ---- */
 
 __global__ void embed_kernel(cu_weight w, const int32_t *ids, int n, float *out) {
+    pdl_wait();
+    pdl_trigger();
     int t = blockIdx.y;
     int row = ids[t];
     for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < w.cols; c += gridDim.x * blockDim.x)
@@ -38,12 +43,14 @@ __global__ void embed_kernel(cu_weight w, const int32_t *ids, int n, float *out)
 extern "C" void cuda_launch_embed(void *stream, const bk_weight *w, const int32_t *ids_dev, int n, float *out) {
     int bx = (w->cols + EW_THREADS - 1) / EW_THREADS;
     dim3 grid(bx < 64 ? bx : 64, n);
-    embed_kernel<<<grid, EW_THREADS, 0, (cudaStream_t)stream>>>(cu_weight_of(w), ids_dev, n, out);
+    cu_launch((cudaStream_t)stream, grid, dim3(EW_THREADS), 0, embed_kernel, cu_weight_of(w), ids_dev, n, out);
 }
 
 /* ---- RMSNorm: one block a token ---- */
 
 __global__ void rmsnorm_kernel(const float *x, const void *w, int wdtype, float *out, int dim, float eps) {
+    pdl_wait();
+    pdl_trigger();
     __shared__ float red[32];
     const float *xr = x + (size_t)blockIdx.x * dim;
     float *o = out + (size_t)blockIdx.x * dim;
@@ -58,12 +65,14 @@ __global__ void rmsnorm_kernel(const float *x, const void *w, int wdtype, float 
 extern "C" void cuda_launch_rmsnorm(void *stream, const float *x, const void *w, bk_dtype wdtype, float *out, int n,
                                     int dim, float eps) {
     int threads = dim >= 1024 ? 1024 : dim >= 256 ? 256 : 64;
-    rmsnorm_kernel<<<n, threads, 0, (cudaStream_t)stream>>>(x, w, (int)wdtype, out, dim, eps);
+    cu_launch((cudaStream_t)stream, dim3(n), dim3(threads), 0, rmsnorm_kernel, x, w, (int)wdtype, out, dim, eps);
 }
 
 /* ---- RoPE (rotate-half): one thread a (token, head, pair) ---- */
 
 __global__ void rope_kernel(float *x, int n, int n_heads, int head_dim, int pos0, const float *inv_freq) {
+    pdl_wait();
+    pdl_trigger();
     int half = head_dim / 2;
     long total = (long)n * n_heads * half;
     for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x) {
@@ -82,7 +91,47 @@ __global__ void rope_kernel(float *x, int n, int n_heads, int head_dim, int pos0
 extern "C" void cuda_launch_rope(void *stream, float *x, int n, int n_heads, int head_dim, int pos0,
                                  const float *inv_freq) {
     long total = (long)n * n_heads * (head_dim / 2);
-    rope_kernel<<<ew_blocks(total), EW_THREADS, 0, (cudaStream_t)stream>>>(x, n, n_heads, head_dim, pos0, inv_freq);
+    cu_launch((cudaStream_t)stream, dim3(ew_blocks(total)), dim3(EW_THREADS), 0, rope_kernel, x, n, n_heads, head_dim,
+              pos0, inv_freq);
+}
+
+/* rope on q and k, then the KV-cache appends, in one launch: thread i takes a (token, head,
+ * pair) of q, then of k (writing the rotated pair to the cache too), then one element of v */
+__global__ void rope_append_kernel(cuda_rope_job j) {
+    pdl_wait();
+    pdl_trigger();
+    int half = j.head_dim / 2;
+    long nq = (long)j.n * j.nq * half, nk = (long)j.n * j.nk * half, nv = j.vdst ? (long)j.n * j.nk * j.head_dim : 0;
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < nq + nk + nv; i += (long)gridDim.x * blockDim.x) {
+        if (i >= nq + nk) {
+            long e = i - nq - nk;
+            j.vdst[e] = j.vsrc[e];
+            continue;
+        }
+        int isk = i >= nq, heads = isk ? j.nk : j.nq;
+        long ii = isk ? i - nq : i;
+        int p = (int)(ii % half);
+        long th = ii / half; /* token * heads + head */
+        int t = (int)(th / heads);
+        long off = th * j.head_dim;
+        float *xh = (isk ? j.k : j.q) + off;
+        /* the same float arithmetic as rope_kernel and the reference */
+        float ang = (float)(j.pos0 + t) * j.inv_freq[p];
+        float c = cosf(ang), s = sinf(ang), a = xh[p], b = xh[p + half];
+        float ra = a * c - b * s, rb = b * c + a * s;
+        xh[p] = ra;
+        xh[p + half] = rb;
+        if (isk && j.kdst) {
+            j.kdst[off + p] = ra;
+            j.kdst[off + p + half] = rb;
+        }
+    }
+}
+
+extern "C" void cuda_launch_rope_append(void *stream, const cuda_rope_job *j) {
+    long half = j->head_dim / 2;
+    long total = (long)j->n * (j->nq + j->nk) * half + (j->vdst ? (long)j->n * j->nk * j->head_dim : 0);
+    cu_launch((cudaStream_t)stream, dim3(ew_blocks(total)), dim3(EW_THREADS), 0, rope_append_kernel, *j);
 }
 
 /* ---- attention: one block a (head, query token), positions in tiles with an online softmax ----
@@ -98,6 +147,8 @@ template <int J> /* J = dims a lane holds of q: ceil(head_dim / 32) */
 __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(const float *q, const float *k, const float *v,
                                                                 float *out, int pos0, int n_heads, int group,
                                                                 int head_dim, float scale) {
+    pdl_wait();
+    pdl_trigger();
     __shared__ float sc[ATT_TILE];
     __shared__ float red[32];
     __shared__ float part[ATT_THREADS];
@@ -181,15 +232,17 @@ extern "C" void cuda_launch_attention(void *stream, const float *q, const float 
     float scale = 1.0f / sqrtf((float)head_dim);
     cudaStream_t s = (cudaStream_t)stream;
     int j = (head_dim + 31) / 32;
-    if (j <= 1) attention_kernel<1><<<grid, ATT_THREADS, 0, s>>>(q, k, v, out, pos0, n_heads, group, head_dim, scale);
-    else if (j <= 2) attention_kernel<2><<<grid, ATT_THREADS, 0, s>>>(q, k, v, out, pos0, n_heads, group, head_dim, scale);
-    else if (j <= 4) attention_kernel<4><<<grid, ATT_THREADS, 0, s>>>(q, k, v, out, pos0, n_heads, group, head_dim, scale);
-    else attention_kernel<8><<<grid, ATT_THREADS, 0, s>>>(q, k, v, out, pos0, n_heads, group, head_dim, scale);
+    if (j <= 1) cu_launch(s, grid, dim3(ATT_THREADS), 0, attention_kernel<1>, q, k, v, out, pos0, n_heads, group, head_dim, scale);
+    else if (j <= 2) cu_launch(s, grid, dim3(ATT_THREADS), 0, attention_kernel<2>, q, k, v, out, pos0, n_heads, group, head_dim, scale);
+    else if (j <= 4) cu_launch(s, grid, dim3(ATT_THREADS), 0, attention_kernel<4>, q, k, v, out, pos0, n_heads, group, head_dim, scale);
+    else cu_launch(s, grid, dim3(ATT_THREADS), 0, attention_kernel<8>, q, k, v, out, pos0, n_heads, group, head_dim, scale);
 }
 
 /* ---- elementwise ---- */
 
 __global__ void swiglu_kernel(float *g, const float *u, int n) {
+    pdl_wait();
+    pdl_trigger();
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
         float x = g[i];
         g[i] = x / (1.0f + expf(-x)) * u[i];
@@ -197,13 +250,45 @@ __global__ void swiglu_kernel(float *g, const float *u, int n) {
 }
 
 extern "C" void cuda_launch_swiglu(void *stream, float *gate, const float *up, int n) {
-    swiglu_kernel<<<ew_blocks(n), EW_THREADS, 0, (cudaStream_t)stream>>>(gate, up, n);
+    cu_launch((cudaStream_t)stream, dim3(ew_blocks(n)), dim3(EW_THREADS), 0, swiglu_kernel, gate, up, n);
 }
 
 __global__ void add_kernel(float *x, const float *y, int n) {
+    pdl_wait();
+    pdl_trigger();
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] += y[i];
 }
 
 extern "C" void cuda_launch_add(void *stream, float *x, const float *y, int n) {
-    add_kernel<<<ew_blocks(n), EW_THREADS, 0, (cudaStream_t)stream>>>(x, y, n);
+    cu_launch((cudaStream_t)stream, dim3(ew_blocks(n)), dim3(EW_THREADS), 0, add_kernel, x, y, n);
+}
+
+/* ---- device-to-device copies of small spans (the KV-cache appends of decode) ----
+ * A kernel rather than cudaMemcpyAsync: a memcpy in the stream ends the chain of PDL launches
+ * (the kernel after it cannot start early), and decode does two a layer. */
+
+__global__ void copy16_kernel(uint4 *dst, const uint4 *src, size_t n) {
+    pdl_wait();
+    pdl_trigger();
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = src[i];
+}
+
+__global__ void copy1_kernel(unsigned char *dst, const unsigned char *src, size_t n) {
+    pdl_wait();
+    pdl_trigger();
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = src[i];
+}
+
+extern "C" void cuda_launch_copy(void *stream, void *dst, const void *src, size_t n) {
+    cudaStream_t s = (cudaStream_t)stream;
+    if ((((uintptr_t)dst | (uintptr_t)src | n) & 15) == 0) {
+        size_t n16 = n / 16;
+        cu_launch(s, dim3(ew_blocks((long)n16)), dim3(EW_THREADS), 0, copy16_kernel, (uint4 *)dst, (const uint4 *)src,
+                  n16);
+    } else {
+        cu_launch(s, dim3(ew_blocks((long)n)), dim3(EW_THREADS), 0, copy1_kernel, (unsigned char *)dst,
+                  (const unsigned char *)src, n);
+    }
 }
