@@ -1,7 +1,7 @@
 /* bench_cpu: how close the cpu backend runs to the memory bandwidth of this machine.
  *
  *   bench_cpu [--threads N] [--json FILE] [--quick] [--skip-models] [--skip-kernels] [--model DIR]
- *             [--models SHAPE[:LAYERS],...] [--prefill N] [--decode N]
+ *             [--models SHAPE[:LAYERS],...] [--kernels MODEL[/MATRIX],...] [--prefill N] [--decode N]
  *
  * (1) read bandwidth, 1 thread and all threads; (2) q4 matvec and matmul GB/s and GFLOP/s at the
  * matrix shapes of qwen2.5-0.5b, llama-3.2-1b and qwen2.5-7b (random weights in memory, copies
@@ -221,15 +221,30 @@ done:
     return rc;
 }
 
+/* --kernels: a comma-separated list of "model" or "model/matrix" prefixes; NULL selects all */
+static int kernel_wanted(const char *list, const char *model, const char *matrix) {
+    if (!list) return 1;
+    char name[64];
+    snprintf(name, sizeof name, "%s/%s", model, matrix);
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len && !strncmp(name, p, len)) return 1;
+        p += len + (p[len] == ',');
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int threads = 0, quick = 0, skip_models = 0, skip_kernels = 0, n_prefill = 512, n_decode = 32;
     const char *json_path = NULL, *model_dir = NULL, *models = "qwen2.5-0.5b,llama-3.2-1b,qwen2.5-7b:4";
+    const char *kernels = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--threads") && v) threads = atoi(argv[++i]);
         else if (!strcmp(a, "--json") && v) json_path = argv[++i];
         else if (!strcmp(a, "--model") && v) model_dir = argv[++i];
         else if (!strcmp(a, "--models") && v) models = argv[++i];
+        else if (!strcmp(a, "--kernels") && v) kernels = argv[++i];
         else if (!strcmp(a, "--prefill") && v) n_prefill = atoi(argv[++i]);
         else if (!strcmp(a, "--decode") && v) n_decode = atoi(argv[++i]);
         else if (!strcmp(a, "--quick")) quick = 1;
@@ -238,7 +253,7 @@ int main(int argc, char **argv) {
         else {
             fprintf(stderr, "usage: bench_cpu [--threads N] [--json FILE] [--quick] [--skip-models] [--skip-kernels]\n"
                             "                 [--model DIR]"
-                            "                 [--models SHAPE[:LAYERS],...] [--prefill N] [--decode N]\n");
+                            "                 [--models SHAPE[:LAYERS],...] [--kernels MODEL[/MATRIX],...] [--prefill N] [--decode N]\n");
             return 2;
         }
     }
@@ -274,6 +289,7 @@ int main(int argc, char **argv) {
     for (size_t s = 0; !skip_kernels && s < sizeof shapes / sizeof shapes[0]; s++)
         for (int mi = 0; mi < 5; mi++) {
             const mat_shape *ms = &shapes[s].m[mi];
+            if (!kernel_wanted(kernels, shapes[s].model, ms->name)) continue;
             for (int k = 0; k < 3; k++) {
                 int n = ns[k];
                 if (n > 1 && (mi == 4 || (quick && n == 512))) continue; /* lm_head runs one row in use */

@@ -19,14 +19,18 @@ target_include_directories(strata_proto PUBLIC ${CMAKE_BINARY_DIR})
 target_link_libraries(strata_proto PUBLIC PkgConfig::PROTOBUFC)
 
 # shared by master, worker and tests
-add_library(strata_cluster STATIC ${STRATA_ROOT}/common/wire.c ${STRATA_ROOT}/common/topology.c ${STRATA_ROOT}/common/sha256.c)
+add_library(strata_cluster STATIC ${STRATA_ROOT}/common/wire.c ${STRATA_ROOT}/common/topology.c ${STRATA_ROOT}/common/sha256.c
+  ${STRATA_ROOT}/common/curve.c ${STRATA_ROOT}/common/linkmon.c)
 target_link_libraries(strata_cluster PUBLIC strata_proto strata_common PkgConfig::ZMQ PkgConfig::YAML PkgConfig::SODIUM)
 
 # the master's side (a library so that the unit tests link the planner and bundler)
-add_library(strata_master_cluster STATIC ${STRATA_ROOT}/master/planner.c ${STRATA_ROOT}/master/bundler.c ${STRATA_ROOT}/master/pipeline.c)
+add_library(strata_master_cluster STATIC ${STRATA_ROOT}/master/planner.c ${STRATA_ROOT}/master/bundler.c ${STRATA_ROOT}/master/pipeline.c
+  ${STRATA_ROOT}/master/failover.c)
 target_link_libraries(strata_master_cluster PUBLIC strata_cluster)
 target_sources(strata-master PRIVATE ${STRATA_ROOT}/master/cluster_cli.c)
 target_link_libraries(strata-master PRIVATE strata_master_cluster)
 
-add_executable(strata-worker ${STRATA_ROOT}/worker/main.c ${STRATA_ROOT}/worker/cache.c ${STRATA_ROOT}/worker/executor.c)
+add_executable(strata-worker ${STRATA_ROOT}/worker/main.c ${STRATA_ROOT}/worker/cache.c ${STRATA_ROOT}/worker/executor.c
+  ${STRATA_ROOT}/worker/zap.c)
 target_link_libraries(strata-worker PRIVATE strata_cluster)
+include(${STRATA_ROOT}/common/discovery.cmake OPTIONAL) # mDNS advertising and browsing (issue 5)

@@ -22,6 +22,7 @@ struct gen_seq {
     int kv_len;            /* positions the engine holds for this session */
     int32_t *input;        /* the pending forward: the prompt, or [cur, drafts...] */
     int n_input, n_draft, all_logits;
+    int k_cur;             /* drafted tokens the next pass may carry, in [1, spec_k] (see plan_next) */
     float *logits;         /* [1 + spec_k, vocab] */
 
     sampler *smp;
@@ -107,6 +108,7 @@ gen_seq *gen_seq_new(engine *e, uint64_t session, const tokenizer *t, const int3
     gen_seq *s = calloc(1, sizeof *s);
     if (!s) { err_set(err, "out of memory"); return NULL; }
     s->e = e, s->session = session, s->t = t, s->p = *p, s->on_piece = on_piece, s->user = user;
+    s->k_cur = p->spec_k; /* optimistic at first: prompts often repeat themselves */
     s->vocab = e->cfg->vocab_size;
     s->ctx_len = ctx;
     s->p.stop_ids = NULL, s->p.stop_strs = NULL;
@@ -238,7 +240,7 @@ static int take_token(gen_seq *s, int32_t id, strata_err *err) {
 static int plan_next(gen_seq *s, strata_err *err) {
     int room = s->ctx_len - s->kv_len - 1; /* positions left after cur */
     if (room < 0) return finish_text(s, GEN_FINISH_LENGTH, err); /* the context is full */
-    int k = s->p.spec_k;
+    int k = s->k_cur;
     if (k > room) k = room;
     if (k > s->p.max_tokens - s->r.n_generated - 1) k = s->p.max_tokens - s->r.n_generated - 1;
     s->input[0] = s->hist[s->n_hist - 1];
@@ -272,6 +274,12 @@ int gen_seq_feed(gen_seq *s, strata_err *err) {
             s->r.spec_passes++;
             s->r.drafted += s->n_draft;
             s->r.accepted += accepted;
+            /* Draft as far as drafts have lately come true: every drafted token costs a position
+             * of the verifying forward (and a row of the head), and a rejected one is wasted.
+             * All accepted: reach further; else: one past what was accepted. Only speed
+             * depends on it; the tokens are the same whatever is drafted. */
+            s->k_cur = accepted == s->n_draft ? s->k_cur + 1 : accepted + 1;
+            if (s->k_cur > s->p.spec_k) s->k_cur = s->p.spec_k;
         }
         /* the engine holds cur and every draft; keep cur and the accepted ones */
         s->kv_len += 1 + accepted;

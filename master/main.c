@@ -320,6 +320,8 @@ out:
 }
 
 int main(int argc, char **argv) {
+    int crc = cluster_cli_command(argc, argv); /* strata-master keygen ... */
+    if (crc >= 0) return crc;
     master_opts o;
     int prc = parse_args(argc, argv, &o);
     if (prc) return prc == 1 ? 0 : 2;

@@ -1,5 +1,6 @@
 #include "master/planner.h"
 
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -117,4 +118,164 @@ void plan_print(const plan *p, const topology *t, FILE *f) {
                     span(a, sizeof a, s->first_layer, s->last_layer), t->workers[s->worker].host);
         }
     }
+}
+
+/* ---- automatic plan ---- */
+
+#define MB(x) ((double)(x) / 1e6)
+
+static void note(char *notes, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void note(char *notes, size_t cap, const char *fmt, ...) {
+    if (!notes || !cap) return;
+    size_t used = strlen(notes);
+    if (used + 1 >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(notes + used, cap - used, fmt, ap);
+    va_end(ap);
+}
+
+static const char *node_name(const plan_node *n) { return n->host ? n->name : "master"; }
+
+int plan_auto_ranges(const plan_node *nodes, int n_nodes, const plan_model *m, plan_range *ranges, char *notes,
+                     size_t notes_bytes, strata_err *err) {
+    if (notes && notes_bytes) notes[0] = 0;
+    if (m->n_layers < 1) return err_set(err, "the model has no layers");
+    if (n_nodes < 1) return err_set(err, "no node to place the model's %d layers on", m->n_layers);
+    uint64_t max_layer = 0, weight_total = 0;
+    for (int l = 0; l < m->n_layers; l++) {
+        if (m->layer_bytes[l] > max_layer) max_layer = m->layer_bytes[l];
+        weight_total += m->layer_bytes[l];
+    }
+    const uint64_t cost = max_layer + m->kv_bytes_per_layer;
+    if (cost == 0) return err_set(err, "the model's layers have no weights");
+    int *cap = calloc((size_t)n_nodes, sizeof *cap), *fixed = calloc((size_t)n_nodes, sizeof *fixed);
+    double *w = calloc((size_t)n_nodes, sizeof *w), *t = calloc((size_t)n_nodes, sizeof *t);
+    if (!cap || !fixed || !w || !t) { free(cap); free(fixed); free(w); free(t); return err_set(err, "out of memory"); }
+
+    /* capacity in whole layers; a node that cannot hold one is out */
+    long cap_total = 0;
+    uint64_t offered = 0;
+    double mem_sum = 0, speed_sum = 0, speed_known = 0;
+    int n_known = 0;
+    for (int i = 0; i < n_nodes; i++) {
+        uint64_t c = nodes[i].memory_bytes / cost;
+        cap[i] = c > (uint64_t)m->n_layers ? m->n_layers : (int)c;
+        cap_total += cap[i];
+        offered += nodes[i].memory_bytes;
+        if (!cap[i]) {
+            note(notes, notes_bytes, "%s '%s' skipped: it offers %.1f MB, one layer needs %.1f MB (weights %.1f + KV "
+                 "cache %.1f for %d positions)\n", nodes[i].host ? "worker" : "node", node_name(&nodes[i]),
+                 MB(nodes[i].memory_bytes), MB(cost), MB(max_layer), MB(m->kv_bytes_per_layer), m->ctx_len);
+            continue;
+        }
+        mem_sum += (double)nodes[i].memory_bytes;
+        if (nodes[i].speed > 0) { speed_known += nodes[i].speed; n_known++; }
+    }
+    int rc = 0;
+    if (cap_total < m->n_layers) {
+        uint64_t need = weight_total + (uint64_t)m->n_layers * m->kv_bytes_per_layer;
+        uint64_t usable = 0;
+        for (int i = 0; i < n_nodes; i++) usable += (uint64_t)cap[i] * cost;
+        rc = err_set(err, "not enough memory for the model: its %d layers need %.1f MB (weights %.1f MB + KV cache "
+                     "%.1f MB for %d positions); %d node%s offer %.1f MB, enough for %ld whole layer%s (%.1f MB): "
+                     "%.1f MB short", m->n_layers, MB(need), MB(weight_total),
+                     MB((uint64_t)m->n_layers * m->kv_bytes_per_layer), m->ctx_len, n_nodes, n_nodes > 1 ? "s" : "",
+                     MB(offered), cap_total, cap_total == 1 ? "" : "s", MB(usable),
+                     MB(need > usable ? need - usable : (uint64_t)(m->n_layers - cap_total) * cost));
+        goto out;
+    }
+    /* share = min(memory share, speed share); an unknown speed counts as the mean of the known */
+    double mean_speed = n_known ? speed_known / n_known : 1;
+    for (int i = 0; i < n_nodes; i++)
+        if (cap[i]) speed_sum += nodes[i].speed > 0 ? nodes[i].speed : mean_speed;
+    for (int i = 0; i < n_nodes; i++) {
+        if (!cap[i]) continue;
+        double ms = (double)nodes[i].memory_bytes / mem_sum;
+        double ss = (nodes[i].speed > 0 ? nodes[i].speed : mean_speed) / speed_sum;
+        w[i] = ms < ss ? ms : ss;
+    }
+    /* water-filling: a node whose share exceeds its capacity is filled to it, the rest is shared
+     * again among the others; Σcap >= n_layers guarantees the rest fits */
+    double remaining = m->n_layers;
+    for (;;) {
+        double wsum = 0;
+        for (int i = 0; i < n_nodes; i++)
+            if (cap[i] && !fixed[i]) wsum += w[i];
+        int changed = 0;
+        for (int i = 0; i < n_nodes && wsum > 0; i++) {
+            if (!cap[i] || fixed[i]) continue;
+            t[i] = remaining * w[i] / wsum;
+            if (t[i] >= cap[i]) { fixed[i] = 1; t[i] = cap[i]; remaining -= cap[i]; changed = 1; }
+        }
+        if (!changed || wsum <= 0) break;
+    }
+    /* whole layers: floors, then the leftover to the largest remainders (never over capacity) */
+    int *n_of = fixed; /* reused: fixed[i] is no longer needed once t[] is final */
+    int given = 0;
+    for (int i = 0; i < n_nodes; i++) {
+        n_of[i] = cap[i] ? (int)t[i] : 0;
+        if (n_of[i] > cap[i]) n_of[i] = cap[i];
+        given += n_of[i];
+    }
+    while (given < m->n_layers) {
+        int best = -1;
+        for (int i = 0; i < n_nodes; i++)
+            if (n_of[i] < cap[i] && (best < 0 || t[i] - n_of[i] > t[best] - n_of[best])) best = i;
+        if (best < 0) break;
+        n_of[best]++;
+        given++;
+    }
+    if (given < m->n_layers) { rc = err_set(err, "planner: %d layers left over (a bug)", m->n_layers - given); goto out; }
+    int at = 0;
+    for (int i = 0; i < n_nodes; i++) {
+        ranges[i].first = at;
+        ranges[i].last = at += n_of[i];
+        if (cap[i] && !n_of[i])
+            note(notes, notes_bytes, "%s '%s' gets no layer: its share of %d layers rounds to nothing (more nodes than "
+                 "layers, or a small share)\n", nodes[i].host ? "worker" : "node", node_name(&nodes[i]), m->n_layers);
+    }
+out:
+    free(cap);
+    free(fixed);
+    free(w);
+    free(t);
+    return rc;
+}
+
+static char *dup_str(const char *s) {
+    if (!s) return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+int plan_auto(const plan_node *nodes, int n_nodes, const plan_model *m, plan_range *ranges, topology **topo,
+              plan *out, char *notes, size_t notes_bytes, strata_err *err) {
+    *topo = NULL;
+    memset(out, 0, sizeof *out);
+    if (plan_auto_ranges(nodes, n_nodes, m, ranges, notes, notes_bytes, err)) return -1;
+    topology *t = calloc(1, sizeof *t);
+    if (!t || !(t->workers = calloc((size_t)n_nodes, sizeof *t->workers))) {
+        free(t);
+        return err_set(err, "out of memory");
+    }
+    for (int i = 0; i < n_nodes; i++) {
+        if (!nodes[i].host || ranges[i].last == ranges[i].first) continue;
+        topo_worker *tw = &t->workers[t->n_workers++];
+        tw->name = dup_str(nodes[i].name);
+        tw->host = dup_str(nodes[i].host);
+        tw->description = dup_str(nodes[i].description);
+        tw->ranges = malloc(sizeof *tw->ranges);
+        if (!tw->name || !tw->host || (nodes[i].description && !tw->description) || !tw->ranges) {
+            topo_free(&t);
+            return err_set(err, "out of memory");
+        }
+        tw->n_ranges = 1;
+        tw->ranges[0] = (topo_range){ranges[i].first, ranges[i].last, 0};
+    }
+    if (plan_from_topology(t, m->n_layers, 0, out, err)) { topo_free(&t); return -1; }
+    *topo = t;
+    return 0;
 }

@@ -18,15 +18,19 @@ if [ ! -f "$model/tokenizer.json" ]; then
   cp build/tokenizers/qwen3/tokenizer.json build/tokenizers/qwen3/tokenizer_config.json "$model/"
 fi
 
+# the cluster key (CurveZMQ): made once, given to every worker and the master
+key=build/demo-cluster.key
+[ -f "$key" ] || build/strata-master keygen --out "$key"
+
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 for w in alpha:5601 beta:5602 gamma:5603; do
   name=${w%%:*} port=${w##*:}
   build/strata-worker --listen "tcp://127.0.0.1:$port" --name "$name" --cache-dir "build/demo-cache/$name" \
-    --threads 1 >"build/demo-$name.log" 2>&1 &
+    --threads 1 --key "$key" >"build/demo-$name.log" 2>&1 &
   pids+=($!)
 done
 echo "demo: workers alpha, beta, gamma on 127.0.0.1:5601-5603 (logs in build/demo-*.log)"
-build/strata-master --model "$model" --topology topology.yml -p "${DEMO_PROMPT:-Explain pipeline parallelism in one paragraph.}" \
+build/strata-master --model "$model" --topology topology.yml --key "$key" -p "${DEMO_PROMPT:-Explain pipeline parallelism in one paragraph.}" \
   -n "${DEMO_TOKENS:-64}" -v

@@ -9,6 +9,10 @@ DEBIAN_PACKAGES=(
   libpcre2-dev libutf8proc-dev libavahi-client-dev libavahi-compat-libdnssd-dev libmicrohttpd-dev
   nodejs npm
 )
+# what only the tests need (scripts/test.sh passes --test): avahi-daemon, dbus and iproute2 for
+# the discovery test across network namespaces; clang and its libFuzzer runtime for the fuzz
+# targets' short runs
+TEST_PACKAGES=(avahi-daemon dbus iproute2 clang libclang-rt-14-dev)
 
 if [ "$(uname -s)" = "Darwin" ]; then
   echo "macOS: install the libraries with Homebrew, then re-run:"
@@ -16,19 +20,37 @@ if [ "$(uname -s)" = "Darwin" ]; then
   exit 0
 fi
 
-missing=()
-for p in "${DEBIAN_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-# nodejs/npm may come from elsewhere (nvm, a distribution of node): accept a working npm
-if command -v npm >/dev/null 2>&1; then
-  missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
-fi
-read -r -a missing <<<"${missing[*]:-}"
-[ ${#missing[@]} -eq 0 ] && exit 0
-
-echo "installing: ${missing[*]}"
+# packages of a list that are not installed yet
+not_installed() {
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+  done
+}
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+updated=0
+install() {
+  [ $updated = 1 ] || { $SUDO apt-get update -qq; updated=1; }
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@"
+}
+
+read -r -a missing <<<"$(not_installed "${DEBIAN_PACKAGES[@]}" | tr '\n' ' ')"
+# nodejs/npm may come from elsewhere (nvm, a distribution of node): accept a working npm
+if command -v npm >/dev/null 2>&1; then
+  read -r -a missing <<<"$(printf '%s\n' "${missing[@]}" | grep -vxE 'nodejs|npm' | tr '\n' ' ')"
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  install "${missing[@]}"
+fi
+
+# the test-only packages: a test whose tools are missing says so and is skipped (exit 77), so a
+# distribution without one of them still builds and runs every other test
+if [ "${1:-}" = "--test" ]; then
+  read -r -a missing <<<"$(not_installed "${TEST_PACKAGES[@]}" | tr '\n' ' ')"
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing (tests only): ${missing[*]}"
+    install "${missing[@]}" || echo "deps.sh: could not install ${missing[*]}: the tests that need them will be skipped"
+  fi
+fi

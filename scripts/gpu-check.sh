@@ -110,12 +110,15 @@ gen() { # DIR SHAPE [extra args]
 ids() { # N START STEP -> comma-separated ids
     python3 -c "print(','.join(str(($2 + i * $3) % 370 + 5) for i in range($1)))"
 }
+# single-node runs: no mDNS browsing where the master has discovery
+LOCAL=()
+"$BIN/strata-master" --help 2>&1 | grep -q -- --local && LOCAL=(--local)
 # run MODEL BACKEND TOKENS N -> sets IDS and the stderr lines in LAST_ERR
 master() {
     local m=$1 be=$2 toks=$3 n=$4
     shift 4
     echo "== strata-master --model $m --backend $be -n $n ($(echo "$toks" | tr ',' '\n' | wc -l) prompt tokens) $*" >>"$OUT/models.log"
-    IDS=$(timeout 420 "$BIN/strata-master" --model "$m" --backend "$be" --tokens "$toks" -n "$n" "$@" 2>"$WORK/err.txt")
+    IDS=$(timeout 420 "$BIN/strata-master" --model "$m" --backend "$be" --tokens "$toks" -n "$n" "${LOCAL[@]}" "$@" 2>"$WORK/err.txt")
     local rc=$?
     LAST_ERR=$(cat "$WORK/err.txt")
     { echo "ids: $IDS"; echo "$LAST_ERR"; echo "rc=$rc"; } >>"$OUT/models.log"
@@ -126,7 +129,7 @@ master_v() {
     shift 4
     echo "== [$STRATA_ENV] strata-master --model $m --backend $be -n $n $*" >>"$OUT/models.log"
     # shellcheck disable=SC2086
-    IDS=$(env $STRATA_ENV timeout 420 "$BIN/strata-master" --model "$m" --backend "$be" --tokens "$toks" -n "$n" "$@" 2>"$WORK/err.txt")
+    IDS=$(env $STRATA_ENV timeout 420 "$BIN/strata-master" --model "$m" --backend "$be" --tokens "$toks" -n "$n" "${LOCAL[@]}" "$@" 2>"$WORK/err.txt")
     local rc=$?
     LAST_ERR=$(cat "$WORK/err.txt")
     { echo "ids: $IDS"; echo "$LAST_ERR"; echo "rc=$rc"; } >>"$OUT/models.log"

@@ -3,7 +3,7 @@
 # STRATA_SANITIZE=1 builds into build-asan with ASan+UBSan instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh
+scripts/deps.sh --test
 if [ "${STRATA_SANITIZE:-0}" = 1 ]; then
   dir=build-asan; flags=(-DCMAKE_BUILD_TYPE=Debug -DSTRATA_SANITIZE=ON)
 else

@@ -2,7 +2,12 @@
  * backend named on the command line against "cpu-ref", on random inputs (never zeros) at several
  * shapes, ragged ones included, then whole tiny models through the forward pass.
  *
- *   test_backend_ops BACKEND [--seed N] [--only OP] [-v]
+ *   test_backend_ops BACKEND [--seed N] [--only OP] [-v] [--json FILE]
+ *
+ * --json FILE writes, per op, the worst relative error over its cases (scripts/validate-mac.sh
+ * puts it in its report): {"backend": NAME, "implementation": ..., "passed": N, "failed": M,
+ * "ops": [{"op": ..., "max_rel_err": ..., "cases": N, "tol": ...}, ...]}. A NaN or a case that
+ * could not run counts as error 1e300 (JSON has no NaN), flagged "nonfinite": true.
  *
  * Metric, per output: max|out - ref| / max|ref|, below the op's tolerance (the table `tols`).
  * Quantized matmul allows 1e-3, the contract's bound for kernels that quantize activations or
@@ -10,6 +15,7 @@
  * cases compare the logits of prefill + decode steps with the same 1e-3.
  * Any backend runs it unchanged (metal-sim, cuda add themselves with their own name).
  * Exit 77 (skipped) when the backend cannot be created because this machine lacks it. */
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +43,41 @@ static double tol_of(const char *op) {
 }
 
 static int wanted(const char *op) { return !only || !strcmp(only, op); }
+
+/* the worst error seen per op, for --json */
+static struct { const char *op; double max_err; int cases, nonfinite; } worst[16];
+
+static void record(const char *op, double e) {
+    size_t i = 0;
+    while (i < sizeof worst / sizeof worst[0] && worst[i].op && strcmp(worst[i].op, op)) i++;
+    if (i == sizeof worst / sizeof worst[0]) return;
+    worst[i].op = op;
+    worst[i].cases++;
+    if (!isfinite(e)) worst[i].nonfinite = 1;
+    else if (e > worst[i].max_err) worst[i].max_err = e;
+}
+
+static int write_json(const char *path, const char *name, const char *impl) {
+    json_t *root = json_object(), *ops = json_array();
+    json_object_set_new(root, "backend", json_string(name));
+    json_object_set_new(root, "implementation", json_string(impl));
+    json_object_set_new(root, "passed", json_integer(check_passed));
+    json_object_set_new(root, "failed", json_integer(check_failed));
+    for (size_t i = 0; i < sizeof worst / sizeof worst[0] && worst[i].op; i++) {
+        json_t *o = json_object();
+        json_object_set_new(o, "op", json_string(worst[i].op));
+        json_object_set_new(o, "max_rel_err", json_real(worst[i].nonfinite ? 1e300 : worst[i].max_err));
+        json_object_set_new(o, "cases", json_integer(worst[i].cases));
+        json_object_set_new(o, "tol", json_real(tol_of(worst[i].op)));
+        if (worst[i].nonfinite) json_object_set_new(o, "nonfinite", json_true());
+        json_array_append_new(ops, o);
+    }
+    json_object_set_new(root, "ops", ops);
+    int rc = json_dump_file(root, path, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+    json_decref(root);
+    if (rc) fprintf(stderr, "test_backend_ops: cannot write %s\n", path);
+    return rc;
+}
 
 static uint64_t next(void) {
     rng ^= rng << 13;
@@ -99,6 +140,7 @@ static void compare(const char *op, pair p, size_t n_floats, const char *what) {
     be->ops->buf_read(be, p.b, 0, a, n_floats * sizeof(float));
     ref->ops->buf_read(ref, p.r, 0, r, n_floats * sizeof(float));
     double e = rel_err(a, r, n_floats), tol = tol_of(op);
+    record(op, e);
     CHECK(e <= tol, "%s %s: rel err %.3g > %.3g", op, what, e, tol);
     if (verbose) printf("%-9s %-60s rel err %.3g\n", op, what, e);
     free(a);
@@ -343,6 +385,7 @@ static void test_model(const char *tmp, const char *shape, int bits, int group, 
     kv_cache *kb = NULL, *kr = NULL;
     if (gen_model(dir, &o, &err) || config_load(dir, &cfg, &err) || !(st = st_model_open(dir, &err))) {
         CHECK(0, "model %s: %s", dir, err.msg);
+        record("model", INFINITY);
         goto done;
     }
     model_part part = {0, cfg.n_layers, 1, 1};
@@ -350,6 +393,7 @@ static void test_model(const char *tmp, const char *shape, int bits, int group, 
         !(fb = fwd_new(mb, 16, &err)) || !(fr = fwd_new(mr, 16, &err)) || !(kb = kv_new(mb, 64, &err)) ||
         !(kr = kv_new(mr, 64, &err))) {
         CHECK(0, "model %s: %s", dir, err.msg);
+        record("model", INFINITY);
         goto done;
     }
     int32_t ids[21];
@@ -358,19 +402,22 @@ static void test_model(const char *tmp, const char *shape, int bits, int group, 
     /* 19 tokens in chunks of 16 + 3 with all logits, then two decode steps */
     int ok = !fwd_run(fb, kb, ids, NULL, 19, NULL, lb, 1, &err) && !fwd_run(fr, kr, ids, NULL, 19, NULL, lr, 1, &err);
     CHECK(ok, "prefill: %s", err.msg);
+    if (!ok) record("model", INFINITY);
     char what[160];
     if (ok) {
         snprintf(what, sizeof what, "%s bits=%d g=%d %s prefill 19", shape, bits, group, bk_dtype_name(dt));
         double e = rel_err(lb, lr, (size_t)cfg.vocab_size * 19);
+        record("model", e);
         CHECK(e <= tol_of("model"), "%s: rel err %.3g", what, e);
         if (verbose) printf("%-9s %-60s rel err %.3g\n", "model", what, e);
     }
     for (int step = 0; ok && step < 2; step++) {
         ok = !fwd_run(fb, kb, ids + 19 + step, NULL, 1, NULL, lb, 0, &err) && !fwd_run(fr, kr, ids + 19 + step, NULL, 1, NULL, lr, 0, &err);
         CHECK(ok, "decode: %s", err.msg);
-        if (!ok) break;
+        if (!ok) { record("model", INFINITY); break; }
         snprintf(what, sizeof what, "%s bits=%d g=%d %s decode %d", shape, bits, group, bk_dtype_name(dt), step);
         double e = rel_err(lb, lr, (size_t)cfg.vocab_size);
+        record("model", e);
         CHECK(e <= tol_of("model"), "%s: rel err %.3g", what, e);
         if (verbose) printf("%-9s %-60s rel err %.3g\n", "model", what, e);
     }
@@ -383,15 +430,16 @@ done:
 }
 
 int main(int argc, char **argv) {
-    const char *name = NULL;
+    const char *name = NULL, *json_path = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seed") && i + 1 < argc) rng = strtoull(argv[++i], NULL, 10) * 2654435761ull + 1;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+        else if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
         else if (!strcmp(argv[i], "-v")) verbose = 1;
         else if (!name && argv[i][0] != '-') name = argv[i];
-        else { fprintf(stderr, "usage: test_backend_ops BACKEND [--seed N] [--only OP] [-v]\n"); return 2; }
+        else { fprintf(stderr, "usage: test_backend_ops BACKEND [--seed N] [--only OP] [-v] [--json FILE]\n"); return 2; }
     }
-    if (!name) { fprintf(stderr, "usage: test_backend_ops BACKEND [--seed N] [--only OP] [-v]\n"); return 2; }
+    if (!name) { fprintf(stderr, "usage: test_backend_ops BACKEND [--seed N] [--only OP] [-v] [--json FILE]\n"); return 2; }
     strata_err err = {{0}};
     be = backend_new(name, 0, &err);
     if (!be) {
@@ -419,6 +467,7 @@ int main(int argc, char **argv) {
             if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", tmp);
         }
     }
+    if (json_path && write_json(json_path, name, be->ops->name)) CHECK(0, "--json %s could not be written", json_path);
     backend_destroy(&be);
     backend_destroy(&ref);
     return TEST_END();

@@ -20,12 +20,14 @@ expect() {
 }
 
 "$bin/strata-gen" --out "$tmp/m" --shape tiny-qwen --seed 3 >/dev/null || { echo "FAIL: generator"; exit 1; }
+# --local: these runs are single-node on purpose; without it the master first browses for workers
+# over mDNS (tests/test_discovery_cli.sh checks that path)
 
-expect "missing model dir" "$tmp/nope/config.json" "$bin/strata-master" --model "$tmp/nope" --tokens 1,2
-expect "bad token list" "--tokens" "$bin/strata-master" --model "$tmp/m" --tokens 1,x
-expect "token outside vocab" "outside the vocabulary" "$bin/strata-master" --model "$tmp/m" --tokens 1,99999
-expect "metal on linux" "'metal' is not available" "$bin/strata-master" --model "$tmp/m" --tokens 1 --backend metal
-expect "unknown backend" "unknown backend 'tpu'" "$bin/strata-master" --model "$tmp/m" --tokens 1 --backend tpu
+expect "missing model dir" "$tmp/nope/config.json" "$bin/strata-master" --local --model "$tmp/nope" --tokens 1,2
+expect "bad token list" "--tokens" "$bin/strata-master" --local --model "$tmp/m" --tokens 1,x
+expect "token outside vocab" "outside the vocabulary" "$bin/strata-master" --local --model "$tmp/m" --tokens 1,99999
+expect "metal on linux" "'metal' is not available" "$bin/strata-master" --local --model "$tmp/m" --tokens 1 --backend metal
+expect "unknown backend" "unknown backend 'tpu'" "$bin/strata-master" --local --model "$tmp/m" --tokens 1 --backend tpu
 expect "unknown flag" "unknown option '--frobnicate'" "$bin/strata-master" --frobnicate 1
 expect "generator unknown shape" "unknown shape 'gpt-9'" "$bin/strata-gen" --out "$tmp/x" --shape gpt-9
 expect "generator bad bits" "--bits" "$bin/strata-gen" --out "$tmp/x" --bits 99
@@ -33,11 +35,11 @@ expect "generator bad bits" "--bits" "$bin/strata-gen" --out "$tmp/x" --bits 99
 # truncated weights: cut the file in half
 cp -r "$tmp/m" "$tmp/cut"; f="$tmp/cut/model.safetensors"
 truncate -s $(( $(stat -c %s "$f") / 2 )) "$f"
-expect "truncated safetensors" "out of range" "$bin/strata-master" --model "$tmp/cut" --tokens 1,2
+expect "truncated safetensors" "out of range" "$bin/strata-master" --local --model "$tmp/cut" --tokens 1,2
 
 # the same ids from every cpu backend on a good model
-a=$("$bin/strata-master" --model "$tmp/m" --tokens 5,6,7,8 -n 12 --backend cpu-ref 2>/dev/null)
-b=$("$bin/strata-master" --model "$tmp/m" --tokens 5,6,7,8 -n 12 --backend cpu 2>/dev/null)
+a=$("$bin/strata-master" --local --model "$tmp/m" --tokens 5,6,7,8 -n 12 --backend cpu-ref 2>/dev/null)
+b=$("$bin/strata-master" --local --model "$tmp/m" --tokens 5,6,7,8 -n 12 --backend cpu 2>/dev/null)
 if [ -n "$a" ] && [ "$a" = "$b" ] && [ "$(echo "$a" | tr ',' '\n' | wc -l)" -eq 12 ]; then
   passed=$((passed + 1))
 else

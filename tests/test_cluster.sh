@@ -2,6 +2,8 @@
 # Integration test of the cluster on loopback: 3 strata-worker processes and strata-master as
 # separate processes. usage: test_cluster.sh MASTER WORKER GEN UNITS WORKDIR
 # Every worker is killed on exit (trap), every master run is bounded by `timeout`.
+# Secure by default, as a real cluster: one cluster key (strata-master keygen), workers get --key,
+# the master finds it through $STRATA_KEY.
 MASTER=$1 WORKER=$2 GEN=$3 UNITS=$4 WORK=$5
 [ -n "$WORK" ] || { echo "usage: $0 MASTER WORKER GEN UNITS WORKDIR"; exit 2; }
 rm -rf "$WORK" && mkdir -p "$WORK" || exit 2
@@ -20,7 +22,7 @@ T="timeout 300"
 
 start_worker() { # name port cache [extra...]
     n=$1 p=$2 c=$3; shift 3
-    "$WORKER" --listen "tcp://127.0.0.1:$p" --name "$n" --cache-dir "$c" --backend cpu --threads 1 "$@" 2>"$n.log" &
+    "$WORKER" --listen "tcp://127.0.0.1:$p" --name "$n" --cache-dir "$c" --backend cpu --threads 1 --key "$KEY" --no-advertise "$@" 2>"$n.log" &
     PIDS="$PIDS $!"
     eval "PID_$n=$!"
 }
@@ -37,6 +39,9 @@ rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 sent() { sed -n 's/^cluster: bundle bytes sent: \([0-9]*\).*/\1/p' "$1"; }
 
 "$GEN" --out m6 --shape tiny-qwen --layers 6 --seed 7 >/dev/null || { echo "strata-gen failed"; exit 1; }
+KEY=$WORK/cluster.key
+"$MASTER" keygen --out "$KEY" >/dev/null || { echo "strata-master keygen failed"; exit 1; }
+export STRATA_KEY="$KEY"
 start_worker wa $P1 cache_a
 start_worker wb $P2 cache_b
 start_worker wc $P3 cache_c
@@ -49,7 +54,7 @@ done
 TOKENS=$(awk 'BEGIN { s = 7; for (i = 0; i < 112; i++) { s = (s * 1103515245 + 12345) % 2147483648; printf "%s%d", i ? "," : "", s % 512 } }')
 
 # ---- equal outputs: 112-token prompt, 64 greedy tokens ----
-$T "$MASTER" --model m6 --tokens "$TOKENS" -n 64 > single.out 2> single.err
+$T "$MASTER" --model m6 --tokens "$TOKENS" -n 64 --local > single.out 2> single.err
 check "single-node run" "[ \$(tr ',' '\n' < single.out | wc -l) -eq 64 ]"
 $T "$MASTER" --model m6 --tokens "$TOKENS" -n 64 --topology three.yml > cluster1.out 2> cluster1.err
 check "3-worker run: the 64 ids equal the single-node run's" "cmp -s single.out cluster1.out"
@@ -93,6 +98,7 @@ plan_fails "out-of-range layer" "worker 'wc' (line [0-9]*): layer 6 is out of ra
 printf "wa:\n  host: '127.0.0.1:%s'\n" $P1 > nolayers.yml
 plan_fails "worker without layers" "worker 'wa' has no layers" nolayers.yml
 topo dead.yml wa $P1 "0-1" wb $P2 "2-3" wd $PDEAD "4-5"
+plan_fails "master without the cluster key (--insecure)" "refused this master" three.yml --insecure
 plan_fails "unreachable host" "worker 'wd' at 127.0.0.1:$PDEAD: no answer to hello within 1500 ms" dead.yml "--connect-timeout-ms 1500"
 
 # ---- protocol version mismatch: a clear message on both ends ----
@@ -123,5 +129,9 @@ for n in a b c; do
         "[ $((kb - base)) -lt $((share + SLACK_KB)) ] && [ $((kb - base)) -gt $((share * 3 / 4)) ] && [ $kb -lt $((base + MODEL_KB / 2)) ]"
 done
 
+# a sanitizer build's workers report into their logs, which no one else reads (cleanup first: the
+# leak check runs at their exit)
+cleanup; PIDS=""
+check "no sanitizer report in any worker log" "! cat wa.log wb.log wc.log wv.log | grep -q -e Sanitizer -e 'runtime error:'"
 echo "$PASS passed, $FAIL failed"
 [ $FAIL -eq 0 ]

@@ -1,7 +1,8 @@
 /* The worker's side of the protocol, driven by a fake master over a real socket: bad frames get
  * error replies and the worker keeps serving, a version mismatch is named, a bundle whose hash
  * does not match is rejected with nothing loaded or cached, and forwards of interleaved sessions
- * equal the forward pass run here on the same layers (bit for bit, both on cpu-ref).
+ * equal the forward pass run here on the same layers (bit for bit, both on cpu-ref). The link is
+ * CurveZMQ with a cluster key made here (secure by default, as a real cluster).
  *
  * usage: test_cluster_proto STRATA_WORKER TMPDIR */
 #include <dirent.h>
@@ -13,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/curve.h"
 #include "common/forward.h"
 #include "common/wire.h"
 #include "master/bundler.h"
@@ -51,11 +53,25 @@ static int send_env(const Strata__Envelope *e, const void *payload, size_t n) {
     return rc;
 }
 
+/* 1 while the worker process runs (a worker that exited answers nothing: fail at once, not
+ * after every wait's timeout) */
+static int worker_alive(void) {
+    if (worker_pid <= 0) return 0;
+    if (waitpid(worker_pid, NULL, WNOHANG) == worker_pid) {
+        printf("the worker exited (see its log)\n");
+        worker_pid = 0;
+        return 0;
+    }
+    return 1;
+}
+
 /* next message from the worker within 20 s; 0 or -1 */
 static int recv_msg(wire_in *in) {
     zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
     strata_err err = {{0}};
-    if (zmq_poll(&it, 1, 20000) != 1) { printf("no reply within 20 s\n"); memset(in, 0, sizeof *in); return -1; }
+    int got = 0;
+    for (int waited = 0; !got && waited < 20000 && worker_alive(); waited += 200) got = zmq_poll(&it, 1, 200) == 1;
+    if (!got) { printf("no reply within 20 s\n"); memset(in, 0, sizeof *in); return -1; }
     int st = wire_recv(sock, 0, in, &err);
     if (st != WIRE_OK) { printf("bad reply: %s\n", err.msg); wire_in_close(in); return -1; }
     return 0;
@@ -186,16 +202,25 @@ int main(int argc, char **argv) {
     if (gen_model(model_dir, &o, &err)) { printf("gen: %s\n", err.msg); return 1; }
     int port = 20000 + (int)(getpid() * 7 % 40000);
     snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", port);
+    char key_path[1100];
+    curve_key key;
+    snprintf(key_path, sizeof key_path, "%s/cluster.key", argv[2]);
+    unlink(key_path);
+    snprintf(cmd, sizeof cmd, "%s.pub", key_path);
+    unlink(cmd);
+    if (curve_keygen(key_path, &key, &err)) { printf("keygen: %s\n", err.msg); return 1; }
     worker_pid = fork();
     if (worker_pid == 0) {
         if (!freopen(log, "w", stderr)) _exit(127);
-        execl(argv[1], argv[1], "--listen", endpoint, "--name", "pw", "--backend", "cpu-ref", "--cache-dir", cache_dir, (char *)NULL);
+        execl(argv[1], argv[1], "--listen", endpoint, "--name", "pw", "--backend", "cpu-ref", "--cache-dir", cache_dir,
+              "--key", key_path, (char *)NULL);
         _exit(127);
     }
     atexit(kill_worker);
     void *zctx = zmq_ctx_new();
     sock = zmq_socket(zctx, ZMQ_DEALER);
     wire_socket_setup(sock, 0);
+    if (curve_client_setup(sock, &key, &err)) { printf("curve: %s\n", err.msg); return 1; }
     zmq_connect(sock, endpoint);
 
     /* bad frames: each gets an error reply, and the next request is still served */

@@ -7,6 +7,9 @@
 #include "common/forward.h"
 
 #define MAX_BATCH 64 /* as engine_local: the same chunking gives the same numbers */
+/* each session holds a KV cache of ctx_len positions: their number is bounded before one is
+ * allocated, so a peer cannot exhaust memory by naming new session ids */
+#define EXEC_MAX_SESSIONS 256
 
 typedef struct {
     uint64_t id;
@@ -70,6 +73,9 @@ int exec_forward(executor *ex, uint64_t id, int pos0, const float *x_in, int n, 
         if (pos0 != 0)
             return err_set(err, "session %llu: unknown here, and its first forward starts at position %d, not 0",
                            (unsigned long long)id, pos0);
+        if (ex->n_sessions >= EXEC_MAX_SESSIONS)
+            return err_set(err, "session %llu: %d sessions are open already (the limit); end one first",
+                           (unsigned long long)id, ex->n_sessions);
         session *g = realloc(ex->sessions, sizeof *g * (size_t)(ex->n_sessions + 1));
         if (!g) return err_set(err, "out of memory");
         ex->sessions = g;

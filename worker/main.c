@@ -14,15 +14,27 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/curve.h"
+#include "common/linkmon.h"
 #include "common/sha256.h"
 #include "common/wire.h"
 #include "worker/cache.h"
 #include "worker/executor.h"
+#include "worker/zap.h"
+#ifdef STRATA_HAVE_DISCOVERY
+#include "common/discovery.h"
+#endif
+
+/* a send to the next hop that cannot go out within this long is reported to the master instead
+ * of blocking the worker (the next hop is gone; the master's failover re-plans) */
+#define NEXT_HOP_SEND_TIMEOUT_MS 2000
 
 typedef struct {
     /* options */
-    const char *listen, *name, *backend_name, *cache_dir;
-    int threads;
+    const char *listen, *name, *backend_name, *cache_dir, *key_path;
+    int threads, insecure;
+    curve_key key;                /* empty with --insecure */
+    zap_gate *gate;
     unsigned protocol;            /* WIRE_PROTOCOL_VERSION; --protocol overrides it for tests */
     /* sockets */
     void *zctx, *router, *next;
@@ -221,9 +233,12 @@ static void handle_assign(worker *w, const wire_in *in) {
     if (a->next_hop && *a->next_hop) {
         snprintf(w->next_hop, sizeof w->next_hop, "%s", a->next_hop);
         w->next = zmq_socket(w->zctx, ZMQ_DEALER);
-        if (!w->next || wire_socket_setup(w->next, 0) || zmq_connect(w->next, w->next_hop)) {
-            char msg[400];
-            snprintf(msg, sizeof msg, "cannot connect to next hop '%s': %s", w->next_hop, zmq_strerror(errno));
+        int sndtimeo = NEXT_HOP_SEND_TIMEOUT_MS;
+        if (!w->next || wire_socket_setup(w->next, 0) || link_heartbeat_setup(w->next) ||
+            zmq_setsockopt(w->next, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo) ||
+            (curve_key_set(&w->key) && curve_client_setup(w->next, &w->key, &err)) || zmq_connect(w->next, w->next_hop)) {
+            char msg[900];
+            snprintf(msg, sizeof msg, "cannot connect to next hop '%s': %s", w->next_hop, err.msg[0] ? err.msg : zmq_strerror(errno));
             reply_error(w, in->identity, in->identity_bytes, STRATA__ERROR_CODE__ERR_BAD_ASSIGN, 0, 0, msg);
             unload(w);
             return;
@@ -375,26 +390,83 @@ static void handle(worker *w, wire_in *in) {
     }
 }
 
+#ifdef STRATA_HAVE_DISCOVERY
+static void advert_log(void *ctx, const char *msg) { logf_(ctx, "%s", msg); }
+
+/* Publishes this worker as _strata._tcp (issue 5). Not fatal: without a daemon the worker still
+ * serves a master that names it in a topology file. */
+static disc_publisher *advertise(worker *w, const char *impl, uint64_t offer_bytes) {
+    char endpoint[256] = "";
+    size_t n = sizeof endpoint;
+    const char *colon;
+    if (zmq_getsockopt(w->router, ZMQ_LAST_ENDPOINT, endpoint, &n) || !(colon = strrchr(endpoint, ':'))) {
+        logf_(w, "not advertised: cannot tell the port bound for %s", w->listen);
+        return NULL;
+    }
+    disc_service s;
+    memset(&s, 0, sizeof s);
+    snprintf(s.name, sizeof s.name, "%s", w->name);
+    s.port = (uint16_t)atoi(colon + 1);
+    s.protocol = w->protocol;
+    snprintf(s.backend, sizeof s.backend, "%s", w->be->ops->name);
+    device_name(w, s.device, sizeof s.device);
+    s.memory_bytes = offer_bytes ? offer_bytes : disc_default_memory_bytes();
+    s.speed = w->speed;
+    if (curve_key_set(&w->key)) key_fingerprint(w->key.public_z85, s.key_fingerprint);
+    strata_err err = {{0}};
+    disc_publisher *p = disc_publish(impl, &s, advert_log, w, &err);
+    if (!p) logf_(w, "not advertised: %s", err.msg);
+    return p;
+}
+#endif
+
 static void usage(FILE *f) {
     fprintf(f, "usage: strata-worker --listen tcp://0.0.0.0:PORT [--name NAME] [--backend cpu|cpu-ref|metal|cuda]\n"
-               "                     [--cache-dir DIR] [--threads N]\n");
+               "                     [--cache-dir DIR] [--threads N] (--key FILE | --insecure)\n"
+               "  --key FILE   the cluster key (`strata-master keygen --out FILE`; default $%s): only peers\n"
+               "               holding it get through (CurveZMQ)\n"
+               "  --insecure   no encryption, no authentication: a trusted LAN only (warns on every start)\n"
+               "  --advertise, --no-advertise  publish this worker over mDNS as _strata._tcp (default: on)\n"
+               "  --discovery avahi|dnssd      mDNS implementation (default: the first built in)\n"
+               "  --memory-mb N                memory offered for weights + KV cache (default: 90%% of available)\n",
+            CURVE_KEY_ENV);
 }
 
 int main(int argc, char **argv) {
     worker w = {0};
     static char default_name[128];
+    int advertise_on = 1;          /* mDNS (issue 5): on where an implementation is built in */
+    const char *discovery = NULL;
+    uint64_t offer_bytes = 0;
     w.backend_name = "cpu";
     w.protocol = WIRE_PROTOCOL_VERSION;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        if (!strcmp(a, "--insecure")) { w.insecure = 1; continue; }
+        if (!strcmp(a, "--advertise") || !strcmp(a, "--no-advertise")) { advertise_on = a[2] == 'a'; continue; }
         if (!v) { fprintf(stderr, "strata-worker: %s: missing value or unknown flag\n", a); return 2; }
         if (!strcmp(a, "--listen")) w.listen = v;
         else if (!strcmp(a, "--name")) w.name = v;
         else if (!strcmp(a, "--backend")) w.backend_name = v;
         else if (!strcmp(a, "--cache-dir")) w.cache_dir = v;
+        else if (!strcmp(a, "--key")) w.key_path = v;
         else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) w.threads = atoi(v);
-        else if (!strcmp(a, "--protocol")) w.protocol = (unsigned)strtoul(v, NULL, 10); /* tests: pretend another version */
+        else if (!strcmp(a, "--discovery")) {
+            if (strcmp(v, "avahi") && strcmp(v, "dnssd")) {
+                fprintf(stderr, "strata-worker: --discovery: expected avahi or dnssd, got '%s'\n", v);
+                return 2;
+            }
+            discovery = v;
+        } else if (!strcmp(a, "--memory-mb")) {
+            char *end;
+            unsigned long long mb = strtoull(v, &end, 10);
+            if (!*v || *end || *v == '-' || mb < 1 || mb > (1ull << 30)) { /* up to 1 PB: a typo, not a machine */
+                fprintf(stderr, "strata-worker: --memory-mb: expected an integer in [1, %llu], got '%s'\n", 1ull << 30, v);
+                return 2;
+            }
+            offer_bytes = (uint64_t)mb << 20;
+        } else if (!strcmp(a, "--protocol")) w.protocol = (unsigned)strtoul(v, NULL, 10); /* tests: pretend another version */
         else { fprintf(stderr, "strata-worker: unknown option '%s'\n", a); usage(stderr); return 2; }
         i++;
     }
@@ -412,6 +484,10 @@ int main(int argc, char **argv) {
         w.cache_dir = cache_default;
     }
     strata_err err = {{0}};
+    char who[200];
+    snprintf(who, sizeof who, "strata-worker[%s]", w.name);
+    if (w.insecure && w.key_path) { fprintf(stderr, "strata-worker: --key and --insecure exclude each other\n"); return 2; }
+    if (curve_key_resolve(w.key_path, w.insecure, who, &w.key, &err)) { fprintf(stderr, "%s: %s\n", who, err.msg); return 1; }
     if (cache_init(w.cache_dir, &err)) { fprintf(stderr, "strata-worker: cache: %s\n", err.msg); return 1; }
     if (!(w.be = backend_new(w.backend_name, w.threads, &err))) { fprintf(stderr, "strata-worker: %s\n", err.msg); return 1; }
     w.speed = exec_measure_speed(w.be, 30);
@@ -420,8 +496,20 @@ int main(int argc, char **argv) {
     int one = 1;
     /* a reply to a master that has gone is an error here, not a silent drop */
     zmq_setsockopt(w.router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-    if (wire_socket_setup(w.router, 0) || zmq_bind(w.router, w.listen)) {
+    /* the gatekeeper binds its ZAP handler before the listening socket accepts anyone */
+    if (curve_key_set(&w.key) &&
+        (curve_server_setup(w.router, &w.key, &err) || !(w.gate = zap_gate_start(w.zctx, &w.key, w.name, &err)) ||
+         zap_gate_run(w.gate, w.router, &err))) {
+        fprintf(stderr, "%s: %s\n", who, err.msg);
+        zap_gate_stop(&w.gate);
+        zmq_close(w.router);
+        zmq_ctx_term(w.zctx);
+        backend_destroy(&w.be);
+        return 1;
+    }
+    if (wire_socket_setup(w.router, 0) || link_heartbeat_setup(w.router) || zmq_bind(w.router, w.listen)) {
         fprintf(stderr, "strata-worker: cannot listen on %s: %s\n", w.listen, zmq_strerror(errno));
+        zap_gate_stop(&w.gate);
         zmq_close(w.router);
         zmq_ctx_term(w.zctx);
         backend_destroy(&w.be);
@@ -431,8 +519,16 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    logf_(&w, "listening on %s (backend %s, cache %s, protocol %u, %.2f G q4 weights/s)", w.listen, w.be->ops->name,
-          w.cache_dir, w.protocol, w.speed);
+    char fp[KEY_FINGERPRINT_BYTES];
+    logf_(&w, "listening on %s (backend %s, cache %s, protocol %u, %.2f G q4 weights/s, %s%s)", w.listen, w.be->ops->name,
+          w.cache_dir, w.protocol, w.speed, curve_key_set(&w.key) ? "CurveZMQ key " : "INSECURE: no CurveZMQ",
+          curve_key_set(&w.key) ? key_fingerprint(w.key.public_z85, fp) : "");
+#ifdef STRATA_HAVE_DISCOVERY
+    disc_publisher *advert = advertise_on ? advertise(&w, discovery, offer_bytes) : NULL;
+#else
+    if (advertise_on && discovery) logf_(&w, "not advertised: built without mDNS discovery (%s)", discovery);
+    (void)offer_bytes;
+#endif
     while (!stop) {
         zmq_pollitem_t item = {w.router, 0, ZMQ_POLLIN, 0};
         int rc = zmq_poll(&item, 1, 1000);
@@ -451,9 +547,13 @@ int main(int argc, char **argv) {
         wire_in_close(&in);
     }
     logf_(&w, "shutting down (%llu bundle bytes received in total)", (unsigned long long)w.bytes_received_total);
+#ifdef STRATA_HAVE_DISCOVERY
+    disc_withdraw(&advert); /* first: a master browsing now must not find a worker that is going */
+#endif
     unload(&w);
     free(w.out);
     free(w.in);
+    zap_gate_stop(&w.gate);
     zmq_close(w.router);
     zmq_ctx_term(w.zctx);
     backend_destroy(&w.be);
