@@ -25,7 +25,7 @@ target_link_libraries(strata_cluster PUBLIC strata_proto strata_common PkgConfig
 
 # the master's side (a library so that the unit tests link the planner and bundler)
 add_library(strata_master_cluster STATIC ${STRATA_ROOT}/master/planner.c ${STRATA_ROOT}/master/bundler.c ${STRATA_ROOT}/master/pipeline.c
-  ${STRATA_ROOT}/master/failover.c)
+  ${STRATA_ROOT}/master/failover.c ${STRATA_ROOT}/master/pipeline_async.c)
 target_link_libraries(strata_master_cluster PUBLIC strata_cluster)
 target_sources(strata-master PRIVATE ${STRATA_ROOT}/master/cluster_cli.c)
 target_link_libraries(strata-master PRIVATE strata_master_cluster)

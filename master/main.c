@@ -13,6 +13,7 @@
 #include "master/cluster_cli.h"
 #include "master/engine.h"
 #include "master/generate.h"
+#include "master/http.h"
 
 typedef struct {
     const char *model_dir, *tokens, *prompt, *system, *backend_name;
@@ -29,10 +30,12 @@ static double now_s(void) {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: strata-master --model DIR (-p TEXT | --chat | --tokens ID,ID,...) [options]\n"
+            "usage: strata-master --model DIR (-p TEXT | --chat | --tokens ID,ID,... | --serve) [options]\n"
+            "       strata-master keygen --out FILE\n"
             "  -p, --prompt TEXT        generate a reply to TEXT (chat template applied when the model has one)\n"
             "  --chat                   interactive multi-turn chat on stdin\n"
             "  --tokens IDS             run comma-separated token ids, print the generated ids\n"
+            "  --serve                  the OpenAI-compatible HTTP API (its options: --serve --help)\n"
             "  --system TEXT            system prompt (-p and --chat)\n"
             "  --raw                    use the prompt as is, without the chat template\n"
             "  -n, --max-tokens N       tokens to generate (default 256; 32 with --tokens)\n"
@@ -322,6 +325,8 @@ out:
 int main(int argc, char **argv) {
     int crc = cluster_cli_command(argc, argv); /* strata-master keygen ... */
     if (crc >= 0) return crc;
+    for (int i = 1; i < argc; i++) /* the server has its own command line: master/http_main.c */
+        if (!strcmp(argv[i], "--serve")) return http_main(argc, argv);
     master_opts o;
     int prc = parse_args(argc, argv, &o);
     if (prc) return prc == 1 ? 0 : 2;
