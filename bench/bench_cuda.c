@@ -204,14 +204,26 @@ static int bench_layer(backend *be, int m, double bw, int iters, FILE *js) {
            *bk = be->ops->buf_alloc(be, 4 * (size_t)kvd), *bv = be->ops->buf_alloc(be, 4 * (size_t)kvd),
            *hb = be->ops->buf_alloc(be, 4 * (size_t)ffn), *hb2 = be->ops->buf_alloc(be, 4 * (size_t)ffn);
     be->ops->buf_write(be, xb, 0, hx, 4 * (size_t)hid);
+    /* the two RMSNorms of a layer (configs with norms): weights around 1, x as the residual */
+    bk_buf *nwb = be->ops->buf_alloc(be, 4 * (size_t)hid);
+    for (int i = 0; i < hid; i++) hx[i] = rnd_f(0.5f, 1.5f);
+    be->ops->buf_write(be, nwb, 0, hx, 4 * (size_t)hid);
+    for (int i = 0; i < hid; i++) hx[i] = rnd_f(-1, 1);
+    be->ops->buf_write(be, x, 0, hx, 4 * (size_t)hid);
+    bk_vec nw = {nwb, BK_F32, hid};
+    /* pack: 1 = round 3's lane-group pack (+ norm), 0 = round 2's thread-a-chunk kernels */
     static const struct {
         const char *name;
-        int variant, fuse, pdl;
-    } lc[] = {{"warp, fused, pdl", 0, 1, 1},
-              {"warp, fused, no pdl", 0, 1, 0},
-              {"warp, unfused, pdl", 0, 0, 1},
-              {"warp, unfused, no pdl", 0, 0, 0},
-              {"regs (round 1)", 1, 0, 0}};
+        int variant, fuse, pdl, pack, norms;
+    } lc[] = {{"warp, fused, pdl", 0, 1, 1, 1, 0},
+              {"fused, pdl, round-2 pack", 0, 1, 1, 0, 0},
+              {"+norms, fused, pdl", 0, 1, 1, 1, 1},
+              {"+norms, round-2 pack", 0, 1, 1, 0, 1},
+              {"+norms, unfused", 0, 0, 1, 1, 1},
+              {"warp, fused, no pdl", 0, 1, 0, 1, 0},
+              {"warp, unfused, pdl", 0, 0, 1, 1, 0},
+              {"warp, unfused, no pdl", 0, 0, 0, 1, 0},
+              {"regs (round 1)", 1, 0, 0, 0, 0}};
     cudaStream_t s = (cudaStream_t)cuda_backend_stream(be);
     int n_layers = iters / 4 < 2 * L ? 2 * L : iters / 4;
     printf("\n%s decoder layer, its 7 matvecs as forward.c issues them (%.1f MB, %d copies):\n", shapes[layer_shapes[m][0]].model,
@@ -219,6 +231,7 @@ static int bench_layer(backend *be, int m, double bw, int iters, FILE *js) {
     for (size_t c = 0; c < sizeof lc / sizeof lc[0]; c++) {
         cuda_matvec_tune(lc[c].variant, 0, 0);
         cuda_features_set(lc[c].fuse, lc[c].pdl);
+        cuda_feature_pack_set(lc[c].pack);
         double us[2] = {NAN, NAN};
         for (int graph = 0; graph < 2; graph++) {
             cudaEvent_t e0, e1;
@@ -232,11 +245,13 @@ static int bench_layer(backend *be, int m, double bw, int iters, FILE *js) {
             for (int i = 0; i < n_layers + (graph ? 0 : L); i++) {
                 if (!graph && i == L) cudaEventRecord(e0, s); /* the first L layers warm up */
                 bk_weight *w = &ws[(i % L) * 7];
+                if (lc[c].norms) be->ops->rmsnorm(be, x, &nw, xb, 1, hid, 1e-6f);
                 be->ops->matmul(be, &w[0], xb, bq, 1);
                 be->ops->matmul(be, &w[1], xb, bk, 1);
                 be->ops->matmul(be, &w[2], xb, bv, 1);
                 be->ops->matmul(be, &w[3], xb, xb2, 1);
                 be->ops->add(be, x, xb2, hid);
+                if (lc[c].norms) be->ops->rmsnorm(be, x, &nw, xb, 1, hid, 1e-6f);
                 be->ops->matmul(be, &w[4], xb, hb, 1);
                 be->ops->matmul(be, &w[5], xb, hb2, 1);
                 be->ops->swiglu(be, hb, hb2, ffn);
@@ -272,8 +287,9 @@ static int bench_layer(backend *be, int m, double bw, int iters, FILE *js) {
     }
     cuda_matvec_tune(0, 0, 0);
     cuda_features_set(1, 1);
-    bk_buf *bufs[] = {x, xb, xb2, bq, bk, bv, hb, hb2};
-    for (int i = 0; i < 8; i++) be->ops->buf_free(be, bufs[i]);
+    cuda_feature_pack_set(-1);
+    bk_buf *bufs[] = {x, xb, xb2, bq, bk, bv, hb, hb2, nwb};
+    for (int i = 0; i < 9; i++) be->ops->buf_free(be, bufs[i]);
     for (int i = 0; i < L * 7; i++) {
         be->ops->buf_free(be, ws[i].w);
         be->ops->buf_free(be, ws[i].scales);

@@ -509,6 +509,19 @@ static void test_fusion(void) {
             test_decode_layer(8, BK_F16);
         }
     cuda_features_set(1, 1);
+    /* round 2's thread-a-chunk pack kernels (STRATA_CUDA_PACK=0); the rest of this test runs
+     * the default (round 3's lane-group pack and norm+pack) */
+    cuda_feature_pack_set(0);
+    test_fused_qkv(256, 64, 512, 4, 64, BK_BF16, 1);
+    test_fused_qkv(33, 17, 96, 4, 32, BK_F16, 0);
+    test_fused_qkv(45, 7, 256, 8, 64, BK_F32, 1);
+    test_fused_swiglu(1000, 896, 4, 64, BK_F16, 1);
+    test_fused_add(3584, 18944, 4, 64, BK_BF16);
+    test_norm_sequences(4, BK_BF16);
+    test_norm_sequences(8, BK_F16);
+    test_decode_layer(4, BK_BF16);
+    test_decode_layer(8, BK_F16);
+    cuda_feature_pack_set(1);
 }
 
 /* embed with the reference on the same ids; the ids array is overwritten right after the cuda
@@ -682,6 +695,20 @@ int main(void) {
     test_attention(3, 1030, 4, 4, 256);
     test_attention(2, 3, 2, 1, 32);
     test_attention(64, 64, 28, 4, 128);
+    /* one token over long contexts: split over positions (flash-decoding) by default, 2 to 64
+     * blocks a head, more positions a block past 64 * CUDA_ATT_SPLIT_PER; then one block a head */
+    for (int split = 1; split >= 0; split--) {
+        cuda_feature_attn_split_set(split);
+        test_attention(1, 63, 28, 4, 128);
+        test_attention(1, 64, 28, 4, 128);
+        test_attention(1, 263, 28, 4, 128);
+        test_attention(1, 300, 14, 2, 64);
+        test_attention(1, 517, 3, 1, 24);
+        test_attention(1, 2100, 4, 2, 128);
+        test_attention(1, 5000, 8, 8, 256);
+        test_attention(1, 1000, 32, 8, 128);
+    }
+    cuda_feature_attn_split_set(1);
     test_elementwise(1);
     test_elementwise(1000);
     test_elementwise(100003);

@@ -46,6 +46,10 @@ typedef struct {
         float eps;
     } rn;
     int rn_pending, gnorm;
+    /* scratch of the split attention (cuda_launch_attention): partials, then a counter a head */
+    void *att;
+    size_t att_part; /* bytes of partials; the counters follow */
+    int att_heads;   /* counters */
 } cuda_ctx;
 
 static cuda_ctx *ctx_of(backend *be) { return (cuda_ctx *)be->ctx; }
@@ -86,6 +90,22 @@ extern "C" int cuda_feature_fuse(void) {
 extern "C" int cuda_feature_pdl(void) {
     if (feat_pdl < 0) feat_pdl = env_on("STRATA_CUDA_PDL");
     return feat_pdl;
+}
+
+static int feat_pack = -1, feat_attn = -1;
+
+extern "C" void cuda_feature_attn_split_set(int on) { feat_attn = on < 0 ? -1 : on != 0; }
+
+extern "C" int cuda_feature_attn_split(void) {
+    if (feat_attn < 0) feat_attn = env_on("STRATA_CUDA_ATTN");
+    return feat_attn;
+}
+
+extern "C" void cuda_feature_pack_set(int on) { feat_pack = on < 0 ? -1 : on != 0; }
+
+extern "C" int cuda_feature_pack(void) {
+    if (feat_pack < 0) feat_pack = env_on("STRATA_CUDA_PACK");
+    return feat_pack;
 }
 
 /* ---- deferred matvecs ---- */
@@ -399,8 +419,41 @@ static void cu_attention(backend *be, const bk_buf *q, const bk_buf *k, const bk
         ctx_of(be)->failed = 1;
         return;
     }
-    cuda_launch_attention(ctx_of(be)->stream, (const float *)q->d, (const float *)k->d, (const float *)v->d,
-                          (float *)out->d, n, pos0, n_heads, n_kv_heads, head_dim);
+    cuda_ctx *c = ctx_of(be);
+    float *ws = NULL;
+    unsigned *cnt = NULL;
+    int per, splits = cuda_feature_attn_split() ? cuda_attention_splits(n, pos0, &per) : 0;
+    if (splits) {
+        size_t part = sizeof(float) * (size_t)n_heads * (size_t)splits * (size_t)(2 + head_dim);
+        part = (part + 255) & ~(size_t)255;
+        if (part > c->att_part || n_heads > c->att_heads) { /* a few times a run: drain the stream first */
+            cudaStreamSynchronize(c->stream);
+            if (c->att) cudaFree(c->att);
+            c->att = NULL;
+            c->att_part = 0;
+            c->att_heads = 0;
+            /* room for the longest split (CUDA_ATT_MAX_SPLITS) of up to 2x these heads */
+            size_t big = (sizeof(float) * (size_t)CUDA_ATT_MAX_SPLITS * (size_t)(2 + head_dim) * 2 * (size_t)n_heads +
+                          255) & ~(size_t)255;
+            if (big < part) big = part;
+            size_t cap = big + sizeof(unsigned) * 2 * (size_t)n_heads;
+            if (cudaMalloc(&c->att, cap) == cudaSuccess && cudaMemsetAsync(c->att, 0, cap, c->stream) == cudaSuccess) {
+                c->att_part = big;
+                c->att_heads = 2 * n_heads;
+            } else {
+                cudaGetLastError();
+                if (c->att) cudaFree(c->att);
+                c->att = NULL;
+            }
+        }
+        if (c->att && part <= c->att_part && n_heads <= c->att_heads) {
+            /* the counters sit past the largest partial region: each launch leaves them zero */
+            ws = (float *)c->att;
+            cnt = (unsigned *)((char *)c->att + c->att_part);
+        }
+    }
+    cuda_launch_attention(c->stream, (const float *)q->d, (const float *)k->d, (const float *)v->d, (float *)out->d,
+                          n, pos0, n_heads, n_kv_heads, head_dim, ws, cnt);
     check_launch(be, "attention");
 }
 
@@ -456,6 +509,7 @@ static void cu_destroy(backend *be) {
         flush(be);
         cudaStreamSynchronize(c->stream);
         if (c->ids) cudaFree(c->ids);
+        if (c->att) cudaFree(c->att);
         cuda_matvec_release(c->stream);
         cudaStreamDestroy(c->stream);
         free(c);

@@ -36,6 +36,11 @@ void cuda_backend_flush(backend *be);
 void cuda_features_set(int fuse, int pdl);
 int cuda_feature_fuse(void);
 int cuda_feature_pdl(void);
+/* the pack of x before a warp matvec (STRATA_CUDA_PACK=0: round 2's thread-a-chunk kernels):
+ * one thread per 8 elements, the chunk's lanes combine max and sum by shuffles, the RMSNorm
+ * of a fused group in the same pass; set < 0 leaves the environment's choice */
+void cuda_feature_pack_set(int on);
+int cuda_feature_pack(void);
 
 /* Quantized matvec (n == 1) kernels and launch shape. variant: CUDA_MV_REGS (next batch
  * prefetched in registers), CUDA_MV_ASYNC (batches prefetched by cp.async into shared
@@ -94,8 +99,18 @@ void cuda_launch_embed(void *stream, const bk_weight *w, const int32_t *ids_dev,
 void cuda_launch_rmsnorm(void *stream, const float *x, const void *w, bk_dtype wdtype, float *out, int n,
                          int dim, float eps);
 void cuda_launch_rope(void *stream, float *x, int n, int n_heads, int head_dim, int pos0, const float *inv_freq);
+/* ws/cnt (both or neither): the scratch of a one-token attention split over positions,
+ * (2 + head_dim) floats a (head, split) and one zeroed counter a head; NULL: one block a
+ * (head, token) */
 void cuda_launch_attention(void *stream, const float *q, const float *k, const float *v, float *out, int n,
-                           int pos0, int n_heads, int n_kv_heads, int head_dim);
+                           int pos0, int n_heads, int n_kv_heads, int head_dim, float *ws, unsigned *cnt);
+#define CUDA_ATT_SPLIT_PER 32  /* positions a block of a split attention */
+#define CUDA_ATT_MAX_SPLITS 64 /* blocks a head at most (longer contexts: more positions a block) */
+/* splits of a one-token attention at pos0 (0: not split) and the positions a split (*per) */
+int cuda_attention_splits(int n, int pos0, int *per);
+/* STRATA_CUDA_ATTN=0: attention one block a head (no split); set < 0 leaves the environment's */
+void cuda_feature_attn_split_set(int on);
+int cuda_feature_attn_split(void);
 void cuda_launch_swiglu(void *stream, float *gate, const float *up, int n);
 void cuda_launch_add(void *stream, float *x, const float *y, int n);
 /* The rotary step of a decoder layer in one launch: rope over q (nq heads) and k (nk heads,

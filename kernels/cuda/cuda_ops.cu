@@ -5,6 +5,7 @@
  * kernels whose launch gaps this hides. */
 #include <cuda_runtime.h>
 #include <math.h>
+#include <stdlib.h>
 
 #include "kernels/cuda/cuda_device.h"
 #include "kernels/cuda/cuda_internal.h"
@@ -143,19 +144,34 @@ extern "C" void cuda_launch_rope_append(void *stream, const cuda_rope_job *j) {
 #define ATT_THREADS 256
 #define ATT_TILE 512
 
+/* Split over positions (one query token, sp.per > 0; flash-decoding): block (h, s) takes
+ * positions [s * per, (s + 1) * per), writes its (max, sum, unnormalized output) to sp.ws, and
+ * the last block of head h to finish (sp.cnt[h], reset by it) merges them. One block a head
+ * reads its whole K/V at one SM's bandwidth and serially; this spreads it over the GPU. */
+struct att_split {
+    int per;       /* positions a block; 0: no split (block (h, t) takes query token t) */
+    float *ws;     /* [n_heads][splits][2 + head_dim] */
+    unsigned *cnt; /* [n_heads], zero between launches */
+};
+
 template <int J> /* J = dims a lane holds of q: ceil(head_dim / 32) */
 __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(const float *q, const float *k, const float *v,
                                                                 float *out, int pos0, int n_heads, int group,
-                                                                int head_dim, float scale) {
+                                                                int head_dim, float scale, att_split sp) {
     pdl_wait();
     pdl_trigger();
     __shared__ float sc[ATT_TILE];
     __shared__ float red[32];
     __shared__ float part[ATT_THREADS];
-    int h = blockIdx.x, t = blockIdx.y, kh = h / group;
+    __shared__ bool last;
+    int h = blockIdx.x, t = sp.per ? 0 : blockIdx.y, kh = h / group;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = ATT_THREADS / 32;
     int q_dim = n_heads * head_dim, kv_dim = (n_heads / group) * head_dim;
-    int len = pos0 + t + 1;
+    int len = pos0 + t + 1, lo = 0;
+    if (sp.per) {
+        lo = blockIdx.y * sp.per;
+        len = min(len, lo + sp.per);
+    }
     const float *qh = q + (size_t)t * q_dim + (size_t)h * head_dim;
     const float *kb = k + (size_t)kh * head_dim, *vb = v + (size_t)kh * head_dim;
 
@@ -171,7 +187,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(const float *q, 
     bool owner = slice < slices;
     float acc = 0.0f, m = -INFINITY, l = 0.0f;
 
-    for (int p0 = 0; p0 < len; p0 += ATT_TILE) {
+    for (int p0 = lo; p0 < len; p0 += ATT_TILE) {
         int tl = len - p0 < ATT_TILE ? len - p0 : ATT_TILE;
         /* scores of this tile */
         for (int i = warp; i < tl; i += n_warps) {
@@ -218,24 +234,81 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(const float *q, 
     }
     part[threadIdx.x] = acc;
     __syncthreads();
+    if (!sp.per) {
+        if (slice == 0) {
+            float o = 0.0f;
+            for (int s = 0; s < slices; s++) o += part[s * head_dim + d];
+            out[(size_t)t * q_dim + (size_t)h * head_dim + d] = o / l;
+        }
+        return;
+    }
+    int splits = gridDim.y, stride = 2 + head_dim;
+    float *w = sp.ws + ((size_t)h * splits + blockIdx.y) * stride;
     if (slice == 0) {
         float o = 0.0f;
         for (int s = 0; s < slices; s++) o += part[s * head_dim + d];
-        out[(size_t)t * q_dim + (size_t)h * head_dim + d] = o / l;
+        w[2 + d] = o;
     }
+    if (threadIdx.x == 0) {
+        w[0] = m; /* m and l are the same in every thread (block reductions) */
+        w[1] = l;
+    }
+    __threadfence(); /* this block's partial is visible before its count */
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(&sp.cnt[h], 1u) == (unsigned)splits - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const float *wh = sp.ws + (size_t)h * splits * stride;
+    if (slice == 0) {
+        float M = -INFINITY;
+        for (int s = 0; s < splits; s++) M = fmaxf(M, __ldcg(wh + (size_t)s * stride));
+        float L = 0.0f, O = 0.0f;
+        for (int s = 0; s < splits; s++) {
+            const float *ws = wh + (size_t)s * stride;
+            float e = expf(__ldcg(ws) - M);
+            L += __ldcg(ws + 1) * e;
+            O += __ldcg(ws + 2 + d) * e;
+        }
+        out[(size_t)h * head_dim + d] = O / L;
+    }
+    if (threadIdx.x == 0) sp.cnt[h] = 0; /* for the next launch (stream order) */
+}
+
+/* positions a split block: CUDA_ATT_SPLIT_PER, or STRATA_CUDA_ATT_PER (8..4096) for timing */
+static int att_per(void) {
+    static int per = 0;
+    if (!per) {
+        const char *e = getenv("STRATA_CUDA_ATT_PER");
+        int v = e ? atoi(e) : 0;
+        per = v >= 8 && v <= 4096 ? v : CUDA_ATT_SPLIT_PER;
+    }
+    return per;
+}
+
+extern "C" int cuda_attention_splits(int n, int pos0, int *per) {
+    int len = pos0 + 1, p = att_per();
+    if (n != 1 || len < 2 * p) return 0;
+    if ((len + p - 1) / p > CUDA_ATT_MAX_SPLITS) p = (len + CUDA_ATT_MAX_SPLITS - 1) / CUDA_ATT_MAX_SPLITS;
+    *per = p;
+    return (len + p - 1) / p;
 }
 
 extern "C" void cuda_launch_attention(void *stream, const float *q, const float *k, const float *v, float *out,
-                                      int n, int pos0, int n_heads, int n_kv_heads, int head_dim) {
-    dim3 grid(n_heads, n);
+                                      int n, int pos0, int n_heads, int n_kv_heads, int head_dim, float *ws,
+                                      unsigned *cnt) {
+    att_split sp = {0, ws, cnt};
+    int splits = ws && cnt ? cuda_attention_splits(n, pos0, &sp.per) : 0;
+    if (!splits) sp.per = 0;
+    dim3 grid(n_heads, splits ? splits : n);
     int group = n_heads / n_kv_heads;
     float scale = 1.0f / sqrtf((float)head_dim);
     cudaStream_t s = (cudaStream_t)stream;
     int j = (head_dim + 31) / 32;
-    if (j <= 1) cu_launch(s, grid, dim3(ATT_THREADS), 0, attention_kernel<1>, q, k, v, out, pos0, n_heads, group, head_dim, scale);
-    else if (j <= 2) cu_launch(s, grid, dim3(ATT_THREADS), 0, attention_kernel<2>, q, k, v, out, pos0, n_heads, group, head_dim, scale);
-    else if (j <= 4) cu_launch(s, grid, dim3(ATT_THREADS), 0, attention_kernel<4>, q, k, v, out, pos0, n_heads, group, head_dim, scale);
-    else cu_launch(s, grid, dim3(ATT_THREADS), 0, attention_kernel<8>, q, k, v, out, pos0, n_heads, group, head_dim, scale);
+    if (j <= 1) cu_launch(s, grid, dim3(ATT_THREADS), 0, attention_kernel<1>, q, k, v, out, pos0, n_heads, group, head_dim, scale, sp);
+    else if (j <= 2) cu_launch(s, grid, dim3(ATT_THREADS), 0, attention_kernel<2>, q, k, v, out, pos0, n_heads, group, head_dim, scale, sp);
+    else if (j <= 4) cu_launch(s, grid, dim3(ATT_THREADS), 0, attention_kernel<4>, q, k, v, out, pos0, n_heads, group, head_dim, scale, sp);
+    else cu_launch(s, grid, dim3(ATT_THREADS), 0, attention_kernel<8>, q, k, v, out, pos0, n_heads, group, head_dim, scale, sp);
 }
 
 /* ---- elementwise ---- */
