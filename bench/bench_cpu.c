@@ -1,7 +1,7 @@
 /* bench_cpu: how close the cpu backend runs to the memory bandwidth of this machine.
  *
  *   bench_cpu [--threads N] [--json FILE] [--quick] [--skip-models] [--skip-kernels] [--model DIR]
- *             [--models SHAPE[:LAYERS],...] [--kernels MODEL[/MATRIX],...] [--prefill N] [--decode N]
+ *             [--models SHAPE[:LAYERS],...] [--kernels MODEL[/MATRIX],...] [--prefill N] [--decode N] [--ns N,...]
  *
  * (1) read bandwidth, 1 thread and all threads; (2) q4 matvec and matmul GB/s and GFLOP/s at the
  * matrix shapes of qwen2.5-0.5b, llama-3.2-1b and qwen2.5-7b (random weights in memory, copies
@@ -118,7 +118,7 @@ static void qmat_free(backend *be, qmat *m) {
  * between two uses of one copy (no cache holds it) */
 static double time_matmul(backend *be, int rows, int cols, int n, int min_reps) {
     size_t one = q4_bytes(rows, cols, 64);
-    int copies = n > 1 ? 1 : (int)((384u << 20) / one) + 1;
+    int copies = n > 8 ? 1 : (int)((384u << 20) / one) + 1; /* small n: decode / speculative verify */
     if (copies > 64) copies = 64;
     qmat *m = calloc((size_t)copies, sizeof *m);
     for (int i = 0; i < copies; i++) qmat_make(be, &m[i], rows, cols, 64);
@@ -150,8 +150,13 @@ static double time_matmul(backend *be, int rows, int cols, int n, int min_reps) 
 /* ---- (3) whole models ---- */
 
 typedef struct {
-    double prefill_tps, decode_tps, weight_bytes_per_token;
+    double prefill_tps, decode_tps, decode_med_tps, weight_bytes_per_token;
 } model_result;
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
 
 static size_t weight_bytes(const model *m) {
     size_t total = 0;
@@ -200,14 +205,22 @@ static int run_model(const char *dir, int threads, int n_prefill, int n_decode, 
     res->prefill_tps = n_prefill / (now() - t0);
     /* decode continues after the prompt (attention spans 512+ positions, as in use); one
      * untimed round first so that the threads and caches are warm */
-    double t_all = 0.0;
+    double t_all = 0.0, *tok = malloc(sizeof(double) * (size_t)n_decode);
+    if (!tok) { err_set(err, "out of memory"); goto done; }
     for (int round = 0; round < 2; round++) {
         kv_trim(kv, n_prefill, err);
         t0 = now();
-        for (int i = 0; i < n_decode; i++)
-            if (fwd_run(fs, kv, ids + i % n_prefill, NULL, 1, NULL, logits, 0, err)) goto done;
+        for (int i = 0; i < n_decode; i++) {
+            double ti = now();
+            if (fwd_run(fs, kv, ids + i % n_prefill, NULL, 1, NULL, logits, 0, err)) { free(tok); goto done; }
+            tok[i] = now() - ti;
+        }
         t_all = (now() - t0) / n_decode;
     }
+    /* the median token: on a shared machine the mean carries other jobs' time slices */
+    qsort(tok, (size_t)n_decode, sizeof *tok, cmp_double);
+    res->decode_med_tps = 1.0 / tok[n_decode / 2];
+    free(tok);
     res->decode_tps = 1.0 / t_all;
     res->weight_bytes_per_token = (double)weight_bytes(m);
     rc = 0;
@@ -235,6 +248,7 @@ static int kernel_wanted(const char *list, const char *model, const char *matrix
 }
 
 int main(int argc, char **argv) {
+    const char *ns_arg = NULL;
     int threads = 0, quick = 0, skip_models = 0, skip_kernels = 0, n_prefill = 512, n_decode = 32;
     const char *json_path = NULL, *model_dir = NULL, *models = "qwen2.5-0.5b,llama-3.2-1b,qwen2.5-7b:4";
     const char *kernels = NULL;
@@ -247,13 +261,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--kernels") && v) kernels = argv[++i];
         else if (!strcmp(a, "--prefill") && v) n_prefill = atoi(argv[++i]);
         else if (!strcmp(a, "--decode") && v) n_decode = atoi(argv[++i]);
+        else if (!strcmp(a, "--ns") && v) ns_arg = argv[++i];
         else if (!strcmp(a, "--quick")) quick = 1;
         else if (!strcmp(a, "--skip-models")) skip_models = 1;
         else if (!strcmp(a, "--skip-kernels")) skip_kernels = 1;
         else {
             fprintf(stderr, "usage: bench_cpu [--threads N] [--json FILE] [--quick] [--skip-models] [--skip-kernels]\n"
                             "                 [--model DIR]"
-                            "                 [--models SHAPE[:LAYERS],...] [--kernels MODEL[/MATRIX],...] [--prefill N] [--decode N]\n");
+                            "                 [--models SHAPE[:LAYERS],...] [--kernels MODEL[/MATRIX],...] [--prefill N] [--decode N] [--ns N,...]\n");
             return 2;
         }
     }
@@ -285,15 +300,22 @@ int main(int argc, char **argv) {
     json_t *jmm = json_array();
     backend *b1 = backend_cpu_fast_new(1, &err), *bn = backend_cpu_fast_new(all, &err);
     if (!b1 || !bn) { fprintf(stderr, "bench_cpu: %s\n", err.msg); return 1; }
-    static const int ns[] = {1, 64, 512};
+    int ns[16] = {1, 64, 512}, n_ns = 3;
+    if (ns_arg) { /* --ns 1,2,4,8: these n instead (n <= 8 read from DRAM, as decode and verify do) */
+        char buf[128], *sv = NULL;
+        snprintf(buf, sizeof buf, "%s", ns_arg);
+        n_ns = 0;
+        for (char *t = strtok_r(buf, ",", &sv); t && n_ns < 16; t = strtok_r(NULL, ",", &sv))
+            if (atoi(t) > 0) ns[n_ns++] = atoi(t);
+    }
     for (size_t s = 0; !skip_kernels && s < sizeof shapes / sizeof shapes[0]; s++)
         for (int mi = 0; mi < 5; mi++) {
             const mat_shape *ms = &shapes[s].m[mi];
             if (!kernel_wanted(kernels, shapes[s].model, ms->name)) continue;
-            for (int k = 0; k < 3; k++) {
+            for (int k = 0; k < n_ns; k++) {
                 int n = ns[k];
-                if (n > 1 && (mi == 4 || (quick && n == 512))) continue; /* lm_head runs one row in use */
-                if (n == 512 && s > 0) continue;
+                if (n > 1 && !ns_arg && (mi == 4 || (quick && n == 512))) continue; /* lm_head runs one row in use */
+                if (n == 512 && s > 0 && !ns_arg) continue;
                 double bytes = (double)q4_bytes(ms->rows, ms->cols, 64), flops = 2.0 * ms->rows * ms->cols * n;
                 double t1 = time_matmul(b1, ms->rows, ms->cols, n, n == 1 ? 20 : 2);
                 double tn = time_matmul(bn, ms->rows, ms->cols, n, n == 1 ? 20 : 2);
@@ -321,7 +343,8 @@ int main(int argc, char **argv) {
     /* (3) */
     json_t *jmod = json_array();
     if (!skip_models) {
-        printf("\n%-18s %12s %12s %12s %10s %10s %8s\n", "model", "prefill t/s", "decode t/s", "MB/token", "eff GB/s", "of bw", "pf/dec");
+        printf("\n%-18s %12s %12s %12s %12s %10s %10s %8s\n", "model", "prefill t/s", "decode t/s", "median t/s", "MB/token", "eff GB/s",
+               "of bw", "pf/dec");
         char tmp[] = "/tmp/strata_bench_XXXXXX";
         int have_tmp = 0;
         char list[512];
@@ -352,13 +375,17 @@ int main(int argc, char **argv) {
             model_result r;
             if (run_model(dir, all, n_prefill, n_decode, &r, &err)) { fprintf(stderr, "bench_cpu: %s: %s\n", label, err.msg); return 1; }
             double eff = r.weight_bytes_per_token * r.decode_tps / 1e9;
-            printf("%-18s %12.1f %12.2f %12.1f %10.1f %9.0f%% %7.1fx\n", label, r.prefill_tps, r.decode_tps,
+            double eff_med = r.weight_bytes_per_token * r.decode_med_tps / 1e9;
+            printf("%-18s %12.1f %12.2f %12.2f %12.1f %10.1f %9.0f%% %7.1fx\n", label, r.prefill_tps, r.decode_tps, r.decode_med_tps,
                    r.weight_bytes_per_token / 1e6, eff, 100.0 * eff / bwn, r.prefill_tps / r.decode_tps);
+            (void)eff_med;
             json_t *e = json_object();
             json_object_set_new(e, "model", json_string(label));
             json_object_set_new(e, "prefill_tokens", json_integer(n_prefill));
             json_object_set_new(e, "prefill_tps", json_real(r.prefill_tps));
             json_object_set_new(e, "decode_tps", json_real(r.decode_tps));
+            json_object_set_new(e, "decode_median_tps", json_real(r.decode_med_tps));
+            json_object_set_new(e, "effective_gbs_median", json_real(eff_med));
             json_object_set_new(e, "weight_bytes_per_token", json_real(r.weight_bytes_per_token));
             json_object_set_new(e, "effective_gbs", json_real(eff));
             json_object_set_new(e, "fraction_of_bandwidth", json_real(eff / bwn));

@@ -19,6 +19,8 @@
 #include "kernels/cpu/threadpool.h"
 
 #define ROW_BLOCK 32 /* rows a task runs over all tokens at once in prefill: 14-60 KB of q4 */
+#define SMALL_N 8    /* up to this many tokens (decode, speculative verify) a task is a run of rows */
+#define RUN_BYTES (128 << 10) /* at most this much weight a run when n > 1: its token tiles reread it from L2 */
 
 typedef struct {
     tpool *pool;
@@ -91,10 +93,10 @@ static void quant_job(void *arg, int ith, int nth, int thread) {
     if (t0 < t1) j->c->k->quant(j->x, &j->c->act, t0, t1);
 }
 
-/* decode: a task is a run of rows, each read once; prefill: a task is ROW_BLOCK rows, kept hot
- * in cache across all tokens */
+/* decode and short batches: a task is a run of rows, each read once from memory; prefill: a task
+ * is ROW_BLOCK rows, kept hot in cache across all tokens */
 static void task_rows(const mm_job *j, int task, int n_tasks, int *r0, int *r1) {
-    if (j->n == 1) {
+    if (j->n <= SMALL_N) {
         split_rows(j->w->rows, task, n_tasks, r0, r1);
     } else {
         *r0 = task * ROW_BLOCK;
@@ -103,8 +105,13 @@ static void task_rows(const mm_job *j, int task, int n_tasks, int *r0, int *r1) 
 }
 
 static int mm_tasks(const mm_job *j, int nth) {
-    if (j->n > 1) return (j->w->rows + ROW_BLOCK - 1) / ROW_BLOCK;
+    if (j->n > SMALL_N) return (j->w->rows + ROW_BLOCK - 1) / ROW_BLOCK;
     int quads = (j->w->rows + 3) / 4, t = nth == 1 ? 1 : 4 * nth; /* small tasks balance a busy machine */
+    if (j->n > 1) { /* a run small enough that the second tile of tokens finds it in L2 */
+        size_t bytes = (size_t)j->w->rows * (size_t)j->w->cols * (size_t)(j->w->bits ? j->w->bits : 32) / 8;
+        size_t runs = (bytes + RUN_BYTES - 1) / RUN_BYTES;
+        if (runs > (size_t)t) t = runs > (size_t)quads ? quads : (int)runs;
+    }
     return t < quads ? t : quads;
 }
 
@@ -294,21 +301,41 @@ static void attn_run(void *arg, int ith, int nth, int thread) {
     }
 }
 
+/* the level's fused kernel: one task per (token, kv head), all query heads of the group at once */
+static void attn_group_run(void *arg, int ith, int nth, int thread) {
+    attn_job *j = arg;
+    int hd = j->head_dim, q_dim = j->n_heads * hd, kv_dim = j->n_kv_heads * hd, group = j->n_heads / j->n_kv_heads;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int item = ith; item < j->n * j->n_kv_heads; item += nth) {
+        int t = item / j->n_kv_heads, kh = item % j->n_kv_heads;
+        size_t qo = (size_t)t * q_dim + (size_t)kh * group * hd;
+        j->c->k->attn(j->q + qo, j->k + (size_t)kh * hd, j->v + (size_t)kh * hd, (size_t)kv_dim, j->pos0 + t + 1, group,
+                      hd, scale, j->c->scores[thread], j->out + qo);
+    }
+}
+
 static void fast_attention(backend *be, const bk_buf *q, const bk_buf *kc, const bk_buf *vc, bk_buf *out, int n,
                            int pos0, int n_heads, int n_kv_heads, int head_dim) {
     fast_ctx *c = CTX(be);
     touched(be, out->data);
-    int nth = tp_threads(c->pool);
-    if (pos0 + n > c->scores_cap) {
+    int nth = tp_threads(c->pool), group = n_heads / n_kv_heads;
+    int fused = c->k->attn && head_dim % 16 == 0 && head_dim <= 256 && group <= 16;
+    int need = (pos0 + n) * (fused ? group : 1);
+    if (need > c->scores_cap) {
         for (int i = 0; i < nth; i++) {
-            float *s = realloc(c->scores[i], sizeof(float) * (size_t)(pos0 + n));
-            if (!s) abort(); /* a few KB per thread: out of memory is not recoverable here */
+            float *s = realloc(c->scores[i], sizeof(float) * (size_t)need);
+            if (!s) abort(); /* tens of KB per thread: out of memory is not recoverable here */
             c->scores[i] = s;
         }
-        c->scores_cap = pos0 + n;
+        c->scores_cap = need;
     }
     attn_job j = {c, q->data, kc->data, vc->data, out->data, n, pos0, n_heads, n_kv_heads, head_dim};
-    tp_run(c->pool, attn_run, &j, 4 * nth);
+    if (fused) {
+        int items = n * n_kv_heads;
+        tp_run(c->pool, attn_group_run, &j, items < 4 * nth ? items : 4 * nth);
+    } else {
+        tp_run(c->pool, attn_run, &j, 4 * nth);
+    }
 }
 
 typedef struct {

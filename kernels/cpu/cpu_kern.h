@@ -47,6 +47,12 @@ typedef struct {
     /* attention helpers: dot product, and y += a * x */
     float (*dot)(const float *a, const float *b, int n);
     void (*axpy)(float *y, float a, const float *x, int n);
+    /* NULL, or the attention of `group` query heads that share one kv head, over cache rows
+     * 0 .. len-1: q and out hold the group's heads contiguously ([group, hd]); k and v point at
+     * the kv head's slice of row 0, rows `kv_stride` floats apart; s is scratch of group * len
+     * floats. Only called when hd % 16 == 0, hd <= 256 and group <= 16. */
+    void (*attn)(const float *q, const float *k, const float *v, size_t kv_stride, int len, int group, int hd,
+                 float scale, float *s, float *out);
     /* g[i] = silu(g[i]) * u[i] */
     void (*swiglu)(float *g, const float *u, int n);
     /* NULL, or whether the level quantizes for this weight shape in CPU_QACT_CHUNK128 */

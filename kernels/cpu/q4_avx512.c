@@ -14,7 +14,10 @@
  *
  * Per chunk and row: acc += float(256 * dot(q, hi) + dot(q, lo)) * (scale of the lane's group * d)
  * where the lane's group scale comes from one permute of 16 group scales converted once per 16
- * groups. The bias term sum_g bias_g * sum_{c in g} x_c runs once per 16 groups. */
+ * groups (for a single token the chunk scales d are folded into those 16 once, saving the
+ * multiply per chunk). The bias term sum_g bias_g * sum_{c in g} x_c runs once per 16 groups.
+ * Tiles are 4 rows x 1-4 tokens: a short batch (2-8 tokens, speculative verify) runs in tiles of
+ * 2-4 tokens, each weight byte split once a tile. */
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -27,6 +30,9 @@
  * page boundaries and a few row streams at once outrun it */
 #ifndef Q4_PREFETCH
 #define Q4_PREFETCH 1024
+#endif
+#ifndef Q4_HINT
+#define Q4_HINT _MM_HINT_T0
 #endif
 #ifndef Q4_ROWS
 #define Q4_ROWS 4
@@ -96,8 +102,8 @@ static void group_sums(const cpu_qact *a, int t, int G, float *gs) {
 }
 
 /* R rows x T tokens; every weight byte is loaded and split once per tile */
-INLINE T512 void tile(const bk_weight *w, const cpu_qact *a, float *y, const float *gs, int r, int t, const int R,
-                      const int T) {
+INLINE T512 void tile(const bk_weight *w, const cpu_qact *a, float *y, const float *gs, const float *gd, int r, int t,
+                      const int R, const int T) {
     const int K = w->cols, G = w->group_size, ng = K / G, nc = K / 128, cps = G / 8; /* chunks a span of 16 groups */
     const size_t row_bytes = (size_t)K / 2;
     const __m512i m0f = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
@@ -117,6 +123,8 @@ INLINE T512 void tile(const bk_weight *w, const cpu_qact *a, float *y, const flo
         for (int i = 0; i < R; i++) {
             size_t gi = (size_t)(r + i) * ng + g0;
             sv[i] = load16(w->scales->data, w->sdtype, gi, gm);
+            /* one token: the chunk scales fold into the group scales once per span, not per chunk */
+            if (T == 1) sv[i] = _mm512_mul_ps(sv[i], _mm512_maskz_loadu_ps(gm, gd + g0));
             __m512 bv = load16(w->biases->data, w->sdtype, gi, gm);
             for (int j = 0; j < T; j++) acc[i][j] = _mm512_fmadd_ps(bv, _mm512_maskz_loadu_ps(gm, gs + (size_t)j * MAX_GROUPS + g0), acc[i][j]);
         }
@@ -128,7 +136,7 @@ INLINE T512 void tile(const bk_weight *w, const cpu_qact *a, float *y, const flo
             /* past its row's end a stream prefetches the same row of the next tile */
             const size_t pf = 64 * (size_t)c + Q4_PREFETCH + (64 * (size_t)c + Q4_PREFETCH >= row_bytes ? (size_t)(R - 1) * row_bytes : 0);
             for (int i = 0; i < R; i++) {
-                _mm_prefetch((const char *)(wr[i] + pf), _MM_HINT_T0);
+                if (Q4_PREFETCH) _mm_prefetch((const char *)(wr[i] + pf), Q4_HINT);
                 __m512i wv = _mm512_loadu_si512(wr[i] + 64 * (size_t)c);
                 wl[i] = _mm512_and_si512(wv, m0f);
 #ifdef Q4_GFNI
@@ -149,7 +157,7 @@ INLINE T512 void tile(const bk_weight *w, const cpu_qact *a, float *y, const flo
                     ia = _mm512_slli_epi32(ia, 8);
                     ia = _mm512_dpbusd_epi32(ia, wl[i], le);
                     ia = _mm512_dpbusd_epi32(ia, wh[i], lo);
-                    acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia), _mm512_mul_ps(sl[i], d), acc[i][j]);
+                    acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia), T == 1 ? sl[i] : _mm512_mul_ps(sl[i], d), acc[i][j]);
                 }
             }
         }
@@ -158,20 +166,32 @@ INLINE T512 void tile(const bk_weight *w, const cpu_qact *a, float *y, const flo
         for (int i = 0; i < R; i++) y[(size_t)(t + j) * w->rows + r + i] = _mm512_reduce_add_ps(acc[i][j]);
 }
 
+/* rows [r0, r1) of tokens [t, t + T): the tile shape as a constant so that each one compiles to
+ * its own register allocation */
+#define ROWS_OF(T)                                                                       \
+    do {                                                                                 \
+        int r = r0;                                                                      \
+        for (; r + Q4_ROWS <= r1; r += Q4_ROWS) tile(w, a, y, gs, gd, r, t, Q4_ROWS, T); \
+        for (; r < r1; r++) tile(w, a, y, gs, gd, r, t, 1, T);                           \
+    } while (0)
+
 void T512 cpu_q4c_qmm(const bk_weight *w, const cpu_qact *a, float *y, int r0, int r1, int t0, int t1) {
-    float gs[4 * MAX_GROUPS];
-    int t = t0;
-    for (; t + 4 <= t1; t += 4) {
-        for (int j = 0; j < 4; j++) group_sums(a, t + j, w->group_size, gs + (size_t)j * MAX_GROUPS);
-        int r = r0;
-        for (; r + 4 <= r1; r += 4) tile(w, a, y, gs, r, t, 4, 4);
-        for (; r < r1; r++) tile(w, a, y, gs, r, t, 1, 4);
-    }
-    for (; t < t1; t++) {
-        group_sums(a, t, w->group_size, gs);
-        int r = r0;
-        for (; r + Q4_ROWS <= r1; r += Q4_ROWS) tile(w, a, y, gs, r, t, Q4_ROWS, 1);
-        for (; r < r1; r++) tile(w, a, y, gs, r, t, 1, 1);
+    float gs[4 * MAX_GROUPS], gd[MAX_GROUPS];
+    const int G = w->group_size, nc = w->cols / 128;
+    for (int t = t0; t < t1;) {
+        /* tokens 4 at a time; a short batch (speculative verify: 2 - 8 tokens) in tiles of 2 or 3
+         * rather than single tokens, so each weight byte is split once for as many tokens as fit */
+        int rem = t1 - t, T = rem >= 8 || rem == 4 ? 4 : rem > 4 ? (rem + 1) / 2 : rem;
+        for (int j = 0; j < T; j++) group_sums(a, t + j, w->group_size, gs + (size_t)j * MAX_GROUPS);
+        if (T == 1) /* the chunk scale of every group's chunk */
+            for (int g = 0; g < w->cols / G; g++) gd[g] = a->d[(size_t)t * nc + g * G / 128];
+        switch (T) {
+        case 4: ROWS_OF(4); break;
+        case 3: ROWS_OF(3); break;
+        case 2: ROWS_OF(2); break;
+        default: ROWS_OF(1); break;
+        }
+        t += T;
     }
 }
 #endif

@@ -264,6 +264,54 @@ static T512 void swiglu_avx512(float *g, const float *u, int n) {
     }
 }
 
+/* One kv head's GQA group at once: every K and V row is loaded once for all `group` query heads
+ * (the per-(head, position) dot/axpy calls loaded it once a head and stored the output row at
+ * every position); the output accumulates in registers, 16 dims at a time. */
+static T512 void attn_avx512(const float *q, const float *k, const float *v, size_t ks, int len, int group, int hd,
+                             float scale, float *s, float *out) {
+    const int nv = hd / 16;
+    for (int p = 0; p < len; p++) {
+        const float *kp = k + (size_t)p * ks;
+        __m512 kv[16];
+        for (int c = 0; c < nv; c++) kv[c] = _mm512_loadu_ps(kp + 16 * c);
+        for (int i = 0; i < group; i++) {
+            const float *qi = q + (size_t)i * hd;
+            __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(qi), kv[0]);
+            for (int c = 1; c < nv; c++) acc = _mm512_fmadd_ps(_mm512_loadu_ps(qi + 16 * c), kv[c], acc);
+            s[(size_t)i * len + p] = _mm512_reduce_add_ps(acc) * scale;
+        }
+    }
+    for (int i = 0; i < group; i++) { /* softmax, normalised here so that V needs no divide */
+        float *si = s + (size_t)i * len;
+        __m512 mv = _mm512_set1_ps(-INFINITY);
+        for (int p = 0; p < len; p += 16) {
+            __mmask16 m = len - p >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (len - p)) - 1);
+            mv = _mm512_max_ps(mv, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, si + p));
+        }
+        __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(mv)), sum = _mm512_setzero_ps();
+        for (int p = 0; p < len; p += 16) {
+            __mmask16 m = len - p >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (len - p)) - 1);
+            __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, si + p), mx)));
+            sum = _mm512_add_ps(sum, e);
+            _mm512_mask_storeu_ps(si + p, m, e);
+        }
+        __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+        for (int p = 0; p < len; p += 16) {
+            __mmask16 m = len - p >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (len - p)) - 1);
+            _mm512_mask_storeu_ps(si + p, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, si + p), inv));
+        }
+    }
+    for (int c = 0; c < nv; c++) {
+        __m512 acc[16];
+        for (int i = 0; i < group; i++) acc[i] = _mm512_setzero_ps();
+        for (int p = 0; p < len; p++) {
+            __m512 vv = _mm512_loadu_ps(v + (size_t)p * ks + 16 * c);
+            for (int i = 0; i < group; i++) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(s[(size_t)i * len + p]), vv, acc[i]);
+        }
+        for (int i = 0; i < group; i++) _mm512_storeu_ps(out + (size_t)i * hd + 16 * c, acc[i]);
+    }
+}
+
 const cpu_kernels cpu_kern_avx512 = {
     .name = "avx512",
     .quant = quant_avx512,
@@ -272,6 +320,7 @@ const cpu_kernels cpu_kern_avx512 = {
     .dot = dot_avx512,
     .axpy = axpy_avx512,
     .swiglu = swiglu_avx512,
+    .attn = attn_avx512,
     .chunk_ok = cpu_q4c_ok,
 };
 #endif
