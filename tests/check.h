@@ -4,6 +4,7 @@
 #define STRATA_CHECK_H
 
 #include <stdio.h>
+#include <string.h>
 
 static int check_passed, check_failed;
 
@@ -18,6 +19,17 @@ static int check_passed, check_failed;
             fprintf(stderr, "\n");                                            \
         }                                                                     \
     } while (0)
+
+/* lines of the file at path that contain needle (0 when it cannot be read): for logs of the
+ * processes a test starts */
+static inline int check_count_lines(const char *path, const char *needle) {
+    char line[1024];
+    int n = 0;
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof line, f)) n += strstr(line, needle) != NULL;
+    if (f) fclose(f);
+    return n;
+}
 
 #define TEST_END()                                                            \
     (printf("%d passed, %d failed\n", check_passed, check_failed), check_failed ? 1 : 0)

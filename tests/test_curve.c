@@ -18,17 +18,12 @@
 #include "common/wire.h"
 #include "master/pipeline.h"
 #include "tools/genmodel.h"
+#include "check.h"
 
-static int passed, failed;
 static pid_t worker_pid;
 static const char *worker_bin, *tmp;
 static char logf[512], cache[512], endpoint[64];
 
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (cond) passed++;                                                    \
-        else { failed++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } \
-    } while (0)
 
 static void on_alarm(int sig) {
     (void)sig;
@@ -38,18 +33,9 @@ static void on_alarm(int sig) {
     _exit(1);
 }
 
-static int count_lines(const char *path, const char *needle) {
-    char line[1024];
-    int n = 0;
-    FILE *f = fopen(path, "r");
-    while (f && fgets(line, sizeof line, f)) n += strstr(line, needle) != NULL;
-    if (f) fclose(f);
-    return n;
-}
-
 /* runs the worker with extra args; waits for "listening" (or its exit). Returns its pid. */
 static pid_t run_worker(const char *log, const char *a1, const char *a2) {
-    int seen = count_lines(log, "listening on");
+    int seen = check_count_lines(log, "listening on");
     pid_t p = fork();
     if (p == 0) {
         FILE *f = freopen(log, "a", stderr);
@@ -58,7 +44,7 @@ static pid_t run_worker(const char *log, const char *a1, const char *a2) {
               "--threads", "1", a1, a2, (char *)NULL);
         _exit(127);
     }
-    for (int t = 0; t < 200 && count_lines(log, "listening on") <= seen; t++) {
+    for (int t = 0; t < 200 && check_count_lines(log, "listening on") <= seen; t++) {
         if (waitpid(p, NULL, WNOHANG) == p) return -1;
         usleep(50000);
     }
@@ -205,14 +191,14 @@ int main(int argc, char **argv) {
     char nokey_log[600];
     snprintf(nokey_log, sizeof nokey_log, "%s/nokey.log", tmp);
     pid_t p = run_worker(nokey_log, "--threads", "1");
-    CHECK(p == -1 && count_lines(nokey_log, "no cluster key: pass --key FILE"), "no key: the worker refuses to start");
+    CHECK(p == -1 && check_count_lines(nokey_log, "no cluster key: pass --key FILE"), "no key: the worker refuses to start");
     if (p > 0) stop(&p);
     /* --insecure is loud */
     char insecure_log[600];
     snprintf(insecure_log, sizeof insecure_log, "%s/insecure.log", tmp);
     p = run_worker(insecure_log, "--insecure", "--insecure");
-    CHECK(p > 0 && count_lines(insecure_log, "WARNING: --insecure: CurveZMQ is OFF") == 1 &&
-              count_lines(insecure_log, "INSECURE: no CurveZMQ") == 1, "--insecure: a warning on start");
+    CHECK(p > 0 && check_count_lines(insecure_log, "WARNING: --insecure: CurveZMQ is OFF") == 1 &&
+              check_count_lines(insecure_log, "INSECURE: no CurveZMQ") == 1, "--insecure: a warning on start");
     stop(&p);
 
     worker_pid = run_worker(logf, "--key", key);
@@ -220,14 +206,14 @@ int main(int argc, char **argv) {
     void *zctx = zmq_ctx_new();
     static const char *what[3] = {"no CURVE at all", "CURVE with another cluster's key", "CURVE, right server key, random client key"};
     for (int mode = 0; mode < 3; mode++) {
-        int before = count_lines(logf, "refused a peer");
+        int before = check_count_lines(logf, "refused a peer");
         void *s = client(zctx, mode, mode == 1 ? &ko : &k);
         int replies = knock(s, 1500);
         zmq_close(s);
         CHECK(replies == 0, "%s: no reply to hello/assign/forward (got %d)", what[mode], replies);
-        CHECK(count_lines(logf, "refused a peer") > before, "%s: the worker logs the refusal", what[mode]);
+        CHECK(check_count_lines(logf, "refused a peer") > before, "%s: the worker logs the refusal", what[mode]);
     }
-    CHECK(count_lines(logf, "assigned layers") == 0 && count_lines(logf, "error:") == 0 && count_lines(logf, "hello") == 0,
+    CHECK(check_count_lines(logf, "assigned layers") == 0 && check_count_lines(logf, "error:") == 0 && check_count_lines(logf, "hello") == 0,
           "nothing an intruder sent was read: no assign, no forward, no error reply");
     CHECK(dir_entries(cache) == 0, "nothing cached (%d entries)", dir_entries(cache));
     /* the control: the key holder is answered (hello, then errors for the fake assign/forward) */
@@ -273,11 +259,11 @@ int main(int argc, char **argv) {
               "prefill of session 1 on the cluster and locally: %s", err.msg);
         void *zc = zmq_ctx_new();
         for (int mode = 0; mode < 3; mode++) {
-            int before = count_lines(logf, "refused a peer");
+            int before = check_count_lines(logf, "refused a peer");
             void *sk = client(zc, mode, mode == 1 ? &ko : &k);
             int replies = intrude_forward(sk, hidden, 1000);
             zmq_close(sk);
-            CHECK(replies == 0 && count_lines(logf, "refused a peer") > before,
+            CHECK(replies == 0 && check_count_lines(logf, "refused a peer") > before,
                   "%s: a forward into the live session gets no reply and is refused", what[mode]);
         }
         zmq_ctx_term(zc);
@@ -294,8 +280,7 @@ int main(int argc, char **argv) {
     if (local) engine_destroy(&local);
     stop(&worker_pid);
     /* a sanitizer build's worker reports into its log, which no one else reads */
-    int bad = count_lines(logf, "Sanitizer") + count_lines(logf, "runtime error:");
+    int bad = check_count_lines(logf, "Sanitizer") + check_count_lines(logf, "runtime error:");
     CHECK(bad == 0, "no sanitizer report in the worker's log (%d lines)", bad);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return TEST_END();
 }

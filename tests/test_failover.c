@@ -21,22 +21,17 @@
 #include "master/engine.h"
 #include "master/pipeline.h"
 #include "tools/genmodel.h"
+#include "check.h"
 
 #define N_GEN 64
 #define N_PROMPT 112
 #define KILL_AT 20   /* tokens generated before the fault */
 
-static int passed, failed;
 static const char *worker_bin, *tmp;
 static pid_t pids[3];
 static int ports[3];
 static const char *names[3] = {"fa", "fb", "fc"};
 
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (cond) passed++;                                                    \
-        else { failed++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } \
-    } while (0)
 
 static void kill_all(void) {
     for (int i = 0; i < 3; i++)
@@ -56,22 +51,13 @@ static void on_alarm(int sig) {
     _exit(1);
 }
 
-static int count_lines(const char *path, const char *needle) {
-    char line[1024];
-    int n = 0;
-    FILE *f = fopen(path, "r");
-    while (f && fgets(line, sizeof line, f)) n += strstr(line, needle) != NULL;
-    if (f) fclose(f);
-    return n;
-}
-
 static void start_worker(int i) {
     char listen[64], cache[512], logf[512], key[512];
     snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", ports[i]);
     snprintf(cache, sizeof cache, "%s/cache_%s", tmp, names[i]);
     snprintf(logf, sizeof logf, "%s/%s.log", tmp, names[i]);
     snprintf(key, sizeof key, "%s/cluster.key", tmp);
-    int seen = count_lines(logf, "listening on");
+    int seen = check_count_lines(logf, "listening on");
     pid_t p = fork();
     if (p == 0) {
         FILE *f = freopen(logf, "a", stderr);
@@ -82,7 +68,7 @@ static void start_worker(int i) {
     }
     pids[i] = p;
     /* listening once its log says so */
-    for (int t = 0; t < 200 && count_lines(logf, "listening on") <= seen; t++) usleep(50000);
+    for (int t = 0; t < 200 && check_count_lines(logf, "listening on") <= seen; t++) usleep(50000);
 }
 
 static void lcg_tokens(int32_t *ids, int n, uint32_t seed, int vocab) {
@@ -216,9 +202,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 3; i++) {
         char logf[512];
         snprintf(logf, sizeof logf, "%s/%s.log", tmp, names[i]);
-        int bad = count_lines(logf, "Sanitizer") + count_lines(logf, "runtime error:");
+        int bad = check_count_lines(logf, "Sanitizer") + check_count_lines(logf, "runtime error:");
         CHECK(bad == 0, "worker %s: no sanitizer report in its log (%d lines)", names[i], bad);
     }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return TEST_END();
 }
