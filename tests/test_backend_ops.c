@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "op_inputs.h"
 #include "common/forward.h"
 #include "tools/genmodel.h"
 
@@ -34,7 +35,6 @@ static const struct { const char *op; double tol; } tols[] = {
 static backend *be, *ref;
 static const char *only;
 static int verbose;
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
 
 static double tol_of(const char *op) {
     for (size_t i = 0; i < sizeof tols / sizeof tols[0]; i++)
@@ -79,33 +79,6 @@ static int write_json(const char *path, const char *name, const char *impl) {
     return rc;
 }
 
-static uint64_t next(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
-/* uniform in [lo, hi), never exactly zero */
-static float uni(float lo, float hi) {
-    float v = lo + (hi - lo) * (float)((next() >> 40) + 1) / (float)(1ull << 24);
-    return v == 0.0f ? 1e-3f : v;
-}
-
-static void fill(float *x, size_t n, float amp) {
-    for (size_t i = 0; i < n; i++) x[i] = uni(-amp, amp);
-}
-
-/* worst-output relative error; outputs are rows of `width` */
-static double rel_err(const float *a, const float *r, size_t n) {
-    double md = 0.0, mr = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - r[i]);
-        if (!(d <= md)) md = d; /* NaN wins */
-        if (fabs(r[i]) > mr) mr = fabs(r[i]);
-    }
-    return mr > 0.0 ? md / mr : md;
-}
 
 /* ---- a buffer pair: the same bytes in both backends ---- */
 typedef struct {
@@ -432,7 +405,7 @@ done:
 int main(int argc, char **argv) {
     const char *name = NULL, *json_path = NULL;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--seed") && i + 1 < argc) rng = strtoull(argv[++i], NULL, 10) * 2654435761ull + 1;
+        if (!strcmp(argv[i], "--seed") && i + 1 < argc) op_rng = strtoull(argv[++i], NULL, 10) * 2654435761ull + 1;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
         else if (!strcmp(argv[i], "-v")) verbose = 1;

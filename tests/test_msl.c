@@ -13,38 +13,13 @@
 #include <string.h>
 
 #include "check.h"
+#include "op_inputs.h"
 #include "kernels/metal/metal_sim.h"
 
 static backend *be, *ref;
 static const char *only;
 static int verbose;
-static uint64_t rng = 0x2545f4914f6cdd1dull;
 
-static uint64_t next(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
-static float uni(float lo, float hi) {
-    float v = lo + (hi - lo) * (float)((next() >> 40) + 1) / (float)(1ull << 24);
-    return v == 0.0f ? 1e-3f : v;
-}
-
-static void fill(float *x, size_t n, float amp) {
-    for (size_t i = 0; i < n; i++) x[i] = uni(-amp, amp);
-}
-
-static double rel_err(const float *a, const float *r, size_t n) {
-    double md = 0.0, mr = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - r[i]);
-        if (!(d <= md)) md = d; /* NaN wins */
-        if (fabs(r[i]) > mr) mr = fabs(r[i]);
-    }
-    return mr > 0.0 ? md / mr : md;
-}
 
 static int wanted(const char *op) { return !only || !strcmp(only, op); }
 
@@ -396,6 +371,7 @@ static void test_ordering(void) {
 }
 
 int main(int argc, char **argv) {
+    op_rng = 0x2545f4914f6cdd1dull; /* this test's own stream */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "-v")) verbose = 1;
