@@ -19,16 +19,10 @@
 #include "common/wire.h"
 #include "master/bundler.h"
 #include "tools/genmodel.h"
+#include "check.h"
 
-static int passed, failed;
 static pid_t worker_pid;
 static void *sock;
-
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (cond) passed++;                                                    \
-        else { failed++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } \
-    } while (0)
 
 static void kill_worker(void) {
     if (worker_pid > 0) {
@@ -360,6 +354,5 @@ int main(int argc, char **argv) {
     zmq_close(sock);
     zmq_ctx_term(zctx);
     kill_worker();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return TEST_END();
 }

@@ -14,14 +14,8 @@
 #include "master/bundler.h"
 #include "master/planner.h"
 #include "tools/genmodel.h"
+#include "check.h"
 
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        if (cond) passed++;                                                    \
-        else { failed++; printf("FAIL %s:%d: ", __FILE__, __LINE__); printf(__VA_ARGS__); printf("\n"); } \
-    } while (0)
 
 /* ---- topology ---- */
 
@@ -379,6 +373,5 @@ int main(int argc, char **argv) {
     test_planner();
     test_wire();
     test_bundles(argv[1]);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return TEST_END();
 }
