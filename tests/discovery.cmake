@@ -16,5 +16,7 @@ if(TARGET strata_discovery)
   # avahi-daemon in each; needs root and `ip netns` (else it exits 77: skipped)
   add_test(NAME discovery_netns COMMAND sh ${_disc_tests}/test_discovery_netns.sh $<TARGET_FILE:strata-master>
            $<TARGET_FILE:strata-worker> $<TARGET_FILE:strata-gen> ${CMAKE_CURRENT_BINARY_DIR}/tmp_discovery_netns)
-  set_tests_properties(discovery_netns PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 180)
+  # alone: mDNS probing and the name-conflict back-off run on timers, and one CI run that shared the
+  # 2 cores with the fuzz and serving tests saw the Avahi workers not advertised in time
+  set_tests_properties(discovery_netns PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 180 RUN_SERIAL TRUE)
 endif()
