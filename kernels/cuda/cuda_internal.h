@@ -41,6 +41,9 @@ int cuda_feature_pdl(void);
  * of a fused group in the same pass; set < 0 leaves the environment's choice */
 void cuda_feature_pack_set(int on);
 int cuda_feature_pack(void);
+/* the benchmark's read ceiling: one launch that streams three device buffers (16-byte aligned
+ * addresses and sizes; -1 otherwise), with the matvec's load instructions and nothing else */
+int cuda_bench_read3(void *stream, const void *const *bufs, const size_t *bytes, unsigned *sink);
 
 /* Quantized matvec (n == 1) kernels and launch shape. variant: CUDA_MV_REGS (next batch
  * prefetched in registers), CUDA_MV_ASYNC (batches prefetched by cp.async into shared
