@@ -6,10 +6,13 @@
 #   2. speculative decoding (prompt lookup, --spec-k K) vs plain, one stream, on repetitive
 #      (code-like, list-like, summary-like) and free prompts: tok/s and mean accepted length.
 # Prints a table and a JSON line; writes OUT.md when given. Every process it starts is killed on
-# exit. Needs node (>= 18, for fetch) and the tokenizers fixture (tests/fetch_tokenizers.sh).
+# exit. Needs node (>= 18, for fetch) and, for a generated model, the tokenizers fixture
+# (tests/fetch_tokenizers.sh).
 #
 # usage: bench_serving.sh BUILD_DIR [OUT.md]
-#   env: SHAPE (qwen2.5-0.5b), LAYERS (the shape's), TOKENS per request (32), ROUNDS of
+#   env: MODEL=DIR (a checkpoint with its own tokenizer, e.g. tests/fixtures/code-model, the small
+#        trained model; default: a generated one of SHAPE with random weights and the Qwen3
+#        tokenizer), SHAPE (qwen2.5-0.5b), LAYERS (the shape's), TOKENS per request (32), ROUNDS of
 #        requests each stream sends in part 1 (2), REPEAT each measurement (3), SPEC_TOKENS per
 #        request in part 2 (64), SPEC_K (4), THREADS per process (1),
 #        TOKDIR (BUILD_DIR/tokenizers), INSECURE=1 (no CurveZMQ), KEEP=1 (keep the logs)
@@ -18,7 +21,12 @@ OUT=$2
 SHAPE=${SHAPE:-qwen2.5-0.5b} NT=${TOKENS:-32} CR=${ROUNDS:-2} REP=${REPEAT:-3} NS=${SPEC_TOKENS:-64} K=${SPEC_K:-4} THREADS=${THREADS:-1}
 TOKDIR=${TOKDIR:-$B/tokenizers}
 HERE=$(cd "$(dirname "$0")" && pwd)
-[ -f "$TOKDIR/qwen3/tokenizer.json" ] || { echo "bench_serving: no $TOKDIR/qwen3/tokenizer.json (run the tokenizers fixture: ctest -R tokenizers_fetch)"; exit 1; }
+if [ -n "$MODEL" ]; then
+    [ -f "$MODEL/config.json" ] && [ -f "$MODEL/tokenizer.json" ] || { echo "bench_serving: $MODEL has no config.json and tokenizer.json"; exit 1; }
+    MODEL=$(cd "$MODEL" && pwd) SHAPE=$(basename "$MODEL")
+else
+    [ -f "$TOKDIR/qwen3/tokenizer.json" ] || { echo "bench_serving: no $TOKDIR/qwen3/tokenizer.json (run the tokenizers fixture: ctest -R tokenizers_fetch)"; exit 1; }
+fi
 command -v node >/dev/null || { echo "bench_serving: needs node"; exit 1; }
 W=$(mktemp -d /tmp/strata-bench-serving.XXXXXX)
 PIDS="" SPID=""
@@ -32,10 +40,15 @@ trap cleanup EXIT INT TERM
 BASE=$((20000 + ($$ * 8) % 40000))
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# the vocabulary of Qwen2.5 (>= the Qwen3 tokenizer's) so that any shape serves text
-"$B/strata-gen" --out "$W/m" --shape "$SHAPE" --vocab 151936 ${LAYERS:+--layers $LAYERS} >/dev/null || exit 1
-cp "$TOKDIR/qwen3/tokenizer.json" "$TOKDIR/qwen3/tokenizer_config.json" "$W/m/" || exit 1
-NL=$(sed -n 's/.*"num_hidden_layers": *\([0-9]*\).*/\1/p' "$W/m/config.json")
+if [ -n "$MODEL" ]; then
+    M=$MODEL KIND="model $SHAPE (trained, with its own tokenizer)"
+else
+    # the vocabulary of Qwen2.5 (>= the Qwen3 tokenizer's) so that any shape serves text
+    M=$W/m KIND="$SHAPE shape (generated: random weights; the Qwen3 tokenizer)"
+    "$B/strata-gen" --out "$M" --shape "$SHAPE" --vocab 151936 ${LAYERS:+--layers $LAYERS} >/dev/null || exit 1
+    cp "$TOKDIR/qwen3/tokenizer.json" "$TOKDIR/qwen3/tokenizer_config.json" "$M/" || exit 1
+fi
+NL=$(sed -n 's/.*"num_hidden_layers": *\([0-9]*\).*/\1/p' "$M/config.json")
 if [ -n "$INSECURE" ]; then SEC=--insecure; else "$B/strata-master" keygen --out "$W/cluster.key" >/dev/null || exit 1; SEC="--key $W/cluster.key"; fi
 a=$((NL / 3)) b=$((2 * NL / 3))
 for i in 1 2 3; do
@@ -46,7 +59,7 @@ printf "w1:\n  host: '127.0.0.1:%d'\n  layers: ['model.layers.0-%d']\nw2:\n  hos
     $((BASE + 1)) $((a - 1)) $((BASE + 2)) $a $((b - 1)) $((BASE + 3)) $b $((NL - 1)) > "$W/three.yml"
 
 serve() { # spec-k; sets URL
-    "$B/strata-serve" --model "$W/m" --serve --port 0 --threads "$THREADS" --topology "$W/three.yml" $SEC \
+    "$B/strata-serve" --model "$M" --model-name m --serve --port 0 --threads "$THREADS" --topology "$W/three.yml" $SEC \
         --parallel 8 --queue 8 --spec-k "$1" 2>"$W/server$1.log" &
     SPID=$!
     i=0 URL=""
@@ -91,7 +104,7 @@ CPU=$(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)
     echo "# Serving benchmark (bench/bench_serving.sh)"
     echo
     echo "strata-serve on a 3-worker loopback cluster, all on this machine: $CPU, $(nproc) cores shared"
-    echo "by the server and every worker; $SHAPE shape ($NL layers, $a/$((b - a))/$((NL - b)) per worker), cpu backend,"
+    echo "by the server and every worker; $KIND, $NL layers, $a/$((b - a))/$((NL - b)) per worker, cpu backend,"
     echo "$THREADS compute thread(s) a process, greedy, streamed /v1/completions. Each measurement was repeated $REP"
     echo "times, interleaved with the others; the tables give the median, and every run's tok/s."
     echo "Load average (1/5/15 min) before: $LOAD0; after: $LOAD1. Measured $(date -u '+%Y-%m-%d %H:%M UTC')."

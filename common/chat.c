@@ -297,6 +297,18 @@ static char *dup(const char *s) {
     return d;
 }
 
+int chat_template_present(const char *dir) {
+    json_t *cfg = load_json(dir, "tokenizer_config.json", 1, NULL);
+    int yes = cfg && json_object_get(cfg, "chat_template") != NULL;
+    json_decref(cfg);
+    if (!yes) {
+        char *tpl = read_file(dir, "chat_template.jinja");
+        yes = tpl != NULL;
+        free(tpl);
+    }
+    return yes;
+}
+
 chat_template *chat_load(const char *dir, const tokenizer *t, strata_err *err) {
     json_t *cfg = load_json(dir, "tokenizer_config.json", 1, err);
     if (!cfg) return NULL;

@@ -45,6 +45,9 @@ typedef struct chat_template chat_template;
  * token names to ids. NULL with the reason: no config, no chat_template, or one that is
  * neither ChatML nor Llama 3. */
 chat_template *chat_load(const char *dir, const tokenizer *t, strata_err *err);
+/* whether DIR names a chat template at all (tokenizer_config.json's chat_template or
+ * chat_template.jinja): a base model has none, which is no error where only completions run */
+int chat_template_present(const char *dir);
 void chat_free(chat_template **c);
 
 chat_format chat_kind(const chat_template *c);

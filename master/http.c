@@ -516,7 +516,12 @@ int http_serve(engine *e, const char *model_dir, const http_opts *o, strata_err 
     struct MHD_Daemon *d = NULL;
     int sched_started = 0;
     if (!(s->tok = tok_load(model_dir, err))) { err_prefix(err, "--serve needs the model's tokenizer"); goto out; }
-    if (!(s->chat = chat_load(model_dir, s->tok, err))) { err_prefix(err, "--serve needs a chat template"); goto out; }
+    if (!(s->chat = chat_load(model_dir, s->tok, err))) {
+        /* a base model (no template at all) still serves /v1/completions; a broken one is an error */
+        if (chat_template_present(model_dir)) { err_prefix(err, "--serve: the chat template"); goto out; }
+        fprintf(stderr, "strata-master: %s: no chat template (a base model): /v1/chat/completions answers 400, "
+                        "/v1/completions serves\n", model_dir);
+    }
     if (tok_vocab_size(s->tok) > e->cfg->vocab_size) {
         err_set(err, "the tokenizer has %d tokens, the model only %d: not this model's tokenizer", tok_vocab_size(s->tok), e->cfg->vocab_size);
         goto out;

@@ -85,6 +85,9 @@ static int content_text(json_t *c, char **out, api_error *e) {
 }
 
 static int chat_prompt(const api_config *c, json_t *root, char **text, api_error *e) {
+    if (!c->chat)
+        return api_fail(e, 400, "invalid_request_error", "messages", "model_not_supported",
+                        "this model has no chat template (a base model): use /v1/completions");
     json_t *msgs = json_object_get(root, "messages");
     if (!json_is_array(msgs) || json_array_size(msgs) == 0)
         return api_fail(e, 400, "invalid_request_error", "messages", "missing_required_parameter",
