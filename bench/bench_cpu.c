@@ -2,17 +2,24 @@
  *
  *   bench_cpu [--threads N] [--json FILE] [--quick] [--skip-models] [--skip-kernels] [--model DIR]
  *             [--models SHAPE[:LAYERS],...] [--kernels MODEL[/MATRIX],...] [--prefill N] [--decode N] [--ns N,...]
+ *             [--ab] [--rounds N]
  *
  * (1) read bandwidth, 1 thread and all threads; (2) q4 matvec and matmul GB/s and GFLOP/s at the
  * matrix shapes of qwen2.5-0.5b, llama-3.2-1b and qwen2.5-7b (random weights in memory, copies
  * cycled so they never sit in cache); (3) whole-model prefill and decode tok/s on generated
  * checkpoints (or --model DIR), with the effective weight bandwidth of decode
  * (weight bytes read per token x tok/s) against the measured bandwidth. Table on stdout, JSON
- * with --json. */
+ * with --json.
+ *
+ * --ab: every matmul and model row twice, alternating, with the 4-bit weights in the checkpoint
+ * layout ("old", STRATA_CPU_REPACK=0) and repacked ("new", the default): a before/after in one
+ * run of one binary. --rounds N repeats the model rows N times (alternating with --ab): on a
+ * shared machine one run is not a measurement. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,10 +62,17 @@ static void bw_run(void *arg, int ith, int nth, int thread) {
     j->sink[ith] = s[0] ^ s[1] ^ s[2] ^ s[3] ^ s[4] ^ s[5] ^ s[6] ^ s[7];
 }
 
-static double read_bw(int threads, size_t bytes) {
+/* huge = 1: the buffer asks for transparent huge pages (as the cpu backend's repacked weights
+ * do; fewer TLB misses read faster), 0: plain 4 KB pages (as a malloc'd or mmap'd file) */
+static double read_bw(int threads, size_t bytes, int huge) {
     tpool *tp = tp_new(threads);
-    uint64_t *p = aligned_alloc(64, bytes);
-    if (!tp || !p) { fprintf(stderr, "bench_cpu: out of memory\n"); exit(1); }
+    uint64_t *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (!tp || p == MAP_FAILED) { fprintf(stderr, "bench_cpu: out of memory\n"); exit(1); }
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+#else
+    (void)huge;
+#endif
     for (size_t i = 0; i < bytes / 8; i++) p[i] = i * 0x9e3779b97f4a7c15ull;
     bw_job j = {p, bytes / 8, {0}};
     double best = 0.0;
@@ -68,7 +82,7 @@ static double read_bw(int threads, size_t bytes) {
         double gbs = (double)bytes / (now() - t0) / 1e9;
         if (gbs > best) best = gbs;
     }
-    free(p);
+    munmap(p, bytes);
     tp_free(&tp);
     return best;
 }
@@ -147,6 +161,19 @@ static double time_matmul(backend *be, int rows, int cols, int n, int min_reps) 
     return best;
 }
 
+/* a fast backend with the repacked 4-bit path on (repack = 1) or off (0), or as the environment
+ * says (-1) */
+static backend *fast_backend(int threads, int repack, strata_err *err) {
+    const char *old = getenv("STRATA_CPU_REPACK");
+    char saved[16] = "";
+    if (old) snprintf(saved, sizeof saved, "%s", old);
+    if (repack >= 0) setenv("STRATA_CPU_REPACK", repack ? "1" : "0", 1);
+    backend *be = backend_cpu_fast_new(threads, err);
+    if (old) setenv("STRATA_CPU_REPACK", saved, 1);
+    else unsetenv("STRATA_CPU_REPACK");
+    return be;
+}
+
 /* ---- (3) whole models ---- */
 
 typedef struct {
@@ -177,7 +204,7 @@ static size_t weight_bytes(const model *m) {
     return total;
 }
 
-static int run_model(const char *dir, int threads, int n_prefill, int n_decode, model_result *res, strata_err *err) {
+static int run_model(const char *dir, int threads, int repack, int n_prefill, int n_decode, model_result *res, strata_err *err) {
     model_config cfg;
     st_model *st = NULL;
     model *m = NULL;
@@ -188,7 +215,7 @@ static int run_model(const char *dir, int threads, int n_prefill, int n_decode, 
     int32_t *ids = NULL;
     int rc = -1;
     if (config_load(dir, &cfg, err) || !(st = st_model_open(dir, err))) goto done;
-    if (!(be = backend_cpu_fast_new(threads, err))) goto done;
+    if (!(be = fast_backend(threads, repack, err))) goto done;
     model_part part = {0, cfg.n_layers, 1, 1};
     if (!(m = model_load(st, &cfg, &part, be, err)) || !(fs = fwd_new(m, n_prefill, err)) ||
         !(kv = kv_new(m, n_prefill + n_decode + 8, err)))
@@ -197,7 +224,8 @@ static int run_model(const char *dir, int threads, int n_prefill, int n_decode, 
     ids = malloc(sizeof(int32_t) * (size_t)(n_prefill + 1));
     if (!logits || !ids) { err_set(err, "out of memory"); goto done; }
     for (int i = 0; i <= n_prefill; i++) ids[i] = (int32_t)(next() % (uint64_t)cfg.vocab_size);
-    /* touch every weight page once so that page faults of the mmap are not timed */
+    /* touch every weight page once so that page faults of the mmap (and the repacking of the
+     * weights) are not timed */
     if (fwd_run(fs, kv, ids, NULL, 1, NULL, logits, 0, err)) goto done;
     kv_trim(kv, 0, err);
     double t0 = now();
@@ -249,7 +277,7 @@ static int kernel_wanted(const char *list, const char *model, const char *matrix
 
 int main(int argc, char **argv) {
     const char *ns_arg = NULL;
-    int threads = 0, quick = 0, skip_models = 0, skip_kernels = 0, n_prefill = 512, n_decode = 32;
+    int threads = 0, quick = 0, skip_models = 0, skip_kernels = 0, n_prefill = 512, n_decode = 32, ab = 0, rounds = 1;
     const char *json_path = NULL, *model_dir = NULL, *models = "qwen2.5-0.5b,llama-3.2-1b,qwen2.5-7b:4";
     const char *kernels = NULL;
     for (int i = 1; i < argc; i++) {
@@ -262,17 +290,23 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--prefill") && v) n_prefill = atoi(argv[++i]);
         else if (!strcmp(a, "--decode") && v) n_decode = atoi(argv[++i]);
         else if (!strcmp(a, "--ns") && v) ns_arg = argv[++i];
+        else if (!strcmp(a, "--rounds") && v) rounds = atoi(argv[++i]);
+        else if (!strcmp(a, "--ab")) ab = 1;
         else if (!strcmp(a, "--quick")) quick = 1;
         else if (!strcmp(a, "--skip-models")) skip_models = 1;
         else if (!strcmp(a, "--skip-kernels")) skip_kernels = 1;
         else {
             fprintf(stderr, "usage: bench_cpu [--threads N] [--json FILE] [--quick] [--skip-models] [--skip-kernels]\n"
                             "                 [--model DIR]"
-                            "                 [--models SHAPE[:LAYERS],...] [--kernels MODEL[/MATRIX],...] [--prefill N] [--decode N] [--ns N,...]\n");
+                            "                 [--models SHAPE[:LAYERS],...] [--kernels MODEL[/MATRIX],...] [--prefill N] [--decode N] [--ns N,...]\n"
+                            "                 [--ab] [--rounds N]\n");
             return 2;
         }
     }
-    if (n_prefill < 1 || n_decode < 1) { fprintf(stderr, "bench_cpu: --prefill and --decode need >= 1\n"); return 2; }
+    if (n_prefill < 1 || n_decode < 1 || rounds < 1) { fprintf(stderr, "bench_cpu: --prefill, --decode and --rounds need >= 1\n"); return 2; }
+    /* the variants every row runs in: the environment's choice, or old then new */
+    static const char *const path_name[] = {"old", "new", "env"};
+    int n_var = ab ? 2 : 1, var_repack[2] = {ab ? 0 : -1, 1};
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int all = threads > 0 ? threads : (int)(cores > 0 ? cores : 1);
     strata_err err = {{0}};
@@ -287,19 +321,32 @@ int main(int argc, char **argv) {
 
     /* (1) */
     size_t bw_bytes = (size_t)(quick ? 256 : 1024) << 20;
-    double bw1 = read_bw(1, bw_bytes), bwn = read_bw(all, bw_bytes);
-    printf("read bandwidth: %.1f GB/s (1 thread), %.1f GB/s (%d threads)\n\n", bw1, bwn, all);
+    /* the reference is the better of 4 KB and huge pages: the fraction of bandwidth a kernel
+     * reaches is then against the fastest plain read of this machine */
+    double bw1_4k = read_bw(1, bw_bytes, 0), bwn_4k = read_bw(all, bw_bytes, 0);
+    double bw1_hp = read_bw(1, bw_bytes, 1), bwn_hp = read_bw(all, bw_bytes, 1);
+    double bw1 = bw1_4k > bw1_hp ? bw1_4k : bw1_hp, bwn = bwn_4k > bwn_hp ? bwn_4k : bwn_hp;
+    printf("read bandwidth: %.1f GB/s (1 thread), %.1f GB/s (%d threads); 4 KB pages %.1f / %.1f, huge pages %.1f / %.1f\n\n",
+           bw1, bwn, all, bw1_4k, bwn_4k, bw1_hp, bwn_hp);
     json_t *jbw = json_object();
     json_object_set_new(jbw, "gbs_1", json_real(bw1));
     json_object_set_new(jbw, "gbs_all", json_real(bwn));
+    json_object_set_new(jbw, "gbs_1_4k", json_real(bw1_4k));
+    json_object_set_new(jbw, "gbs_all_4k", json_real(bwn_4k));
+    json_object_set_new(jbw, "gbs_1_huge", json_real(bw1_hp));
+    json_object_set_new(jbw, "gbs_all_huge", json_real(bwn_hp));
     json_object_set_new(root, "read_bandwidth", jbw);
 
     /* (2) */
-    printf("%-13s %-8s %15s %5s | %8s %6s %7s | %8s %6s %7s\n", "model", "matrix", "rows x cols", "n", "1 thr", "GB/s", "GFLOP/s",
-           "all thr", "GB/s", "GFLOP/s");
+    printf("%-13s %-8s %15s %5s %4s | %8s %6s %7s | %8s %6s %7s\n", "model", "matrix", "rows x cols", "n", "path", "1 thr", "GB/s",
+           "GFLOP/s", "all thr", "GB/s", "GFLOP/s");
     json_t *jmm = json_array();
-    backend *b1 = backend_cpu_fast_new(1, &err), *bn = backend_cpu_fast_new(all, &err);
-    if (!b1 || !bn) { fprintf(stderr, "bench_cpu: %s\n", err.msg); return 1; }
+    backend *b1[2] = {NULL, NULL}, *bn[2] = {NULL, NULL};
+    for (int v = 0; v < n_var; v++) {
+        b1[v] = fast_backend(1, var_repack[v], &err);
+        bn[v] = b1[v] ? fast_backend(all, var_repack[v], &err) : NULL;
+        if (!b1[v] || !bn[v]) { fprintf(stderr, "bench_cpu: %s\n", err.msg); return 1; }
+    }
     int ns[16] = {1, 64, 512}, n_ns = 3;
     if (ns_arg) { /* --ns 1,2,4,8: these n instead (n <= 8 read from DRAM, as decode and verify do) */
         char buf[128], *sv = NULL;
@@ -317,34 +364,38 @@ int main(int argc, char **argv) {
                 if (n > 1 && !ns_arg && (mi == 4 || (quick && n == 512))) continue; /* lm_head runs one row in use */
                 if (n == 512 && s > 0 && !ns_arg) continue;
                 double bytes = (double)q4_bytes(ms->rows, ms->cols, 64), flops = 2.0 * ms->rows * ms->cols * n;
-                double t1 = time_matmul(b1, ms->rows, ms->cols, n, n == 1 ? 20 : 2);
-                double tn = time_matmul(bn, ms->rows, ms->cols, n, n == 1 ? 20 : 2);
-                printf("%-13s %-8s %7d x %-6d %5d | %6.3fms %6.1f %7.1f | %6.3fms %6.1f %7.1f\n", shapes[s].model, ms->name,
-                       ms->rows, ms->cols, n, t1 * 1e3, bytes / t1 / 1e9, flops / t1 / 1e9, tn * 1e3, bytes / tn / 1e9, flops / tn / 1e9);
-                json_t *e = json_object();
-                json_object_set_new(e, "model", json_string(shapes[s].model));
-                json_object_set_new(e, "matrix", json_string(ms->name));
-                json_object_set_new(e, "rows", json_integer(ms->rows));
-                json_object_set_new(e, "cols", json_integer(ms->cols));
-                json_object_set_new(e, "n", json_integer(n));
-                json_object_set_new(e, "ms_1", json_real(t1 * 1e3));
-                json_object_set_new(e, "gbs_1", json_real(bytes / t1 / 1e9));
-                json_object_set_new(e, "gflops_1", json_real(flops / t1 / 1e9));
-                json_object_set_new(e, "ms_all", json_real(tn * 1e3));
-                json_object_set_new(e, "gbs_all", json_real(bytes / tn / 1e9));
-                json_object_set_new(e, "gflops_all", json_real(flops / tn / 1e9));
-                json_array_append_new(jmm, e);
+                for (int v = 0; v < n_var; v++) {
+                    double t1 = time_matmul(b1[v], ms->rows, ms->cols, n, n == 1 ? 20 : 2);
+                    double tn = time_matmul(bn[v], ms->rows, ms->cols, n, n == 1 ? 20 : 2);
+                    const char *path = path_name[var_repack[v] < 0 ? 2 : var_repack[v]];
+                    printf("%-13s %-8s %7d x %-6d %5d %4s | %6.3fms %6.1f %7.1f | %6.3fms %6.1f %7.1f\n", shapes[s].model, ms->name,
+                           ms->rows, ms->cols, n, path, t1 * 1e3, bytes / t1 / 1e9, flops / t1 / 1e9, tn * 1e3, bytes / tn / 1e9,
+                           flops / tn / 1e9);
+                    json_t *e = json_object();
+                    json_object_set_new(e, "path", json_string(path));
+                    json_object_set_new(e, "model", json_string(shapes[s].model));
+                    json_object_set_new(e, "matrix", json_string(ms->name));
+                    json_object_set_new(e, "rows", json_integer(ms->rows));
+                    json_object_set_new(e, "cols", json_integer(ms->cols));
+                    json_object_set_new(e, "n", json_integer(n));
+                    json_object_set_new(e, "ms_1", json_real(t1 * 1e3));
+                    json_object_set_new(e, "gbs_1", json_real(bytes / t1 / 1e9));
+                    json_object_set_new(e, "gflops_1", json_real(flops / t1 / 1e9));
+                    json_object_set_new(e, "ms_all", json_real(tn * 1e3));
+                    json_object_set_new(e, "gbs_all", json_real(bytes / tn / 1e9));
+                    json_object_set_new(e, "gflops_all", json_real(flops / tn / 1e9));
+                    json_array_append_new(jmm, e);
+                }
             }
         }
-    backend_destroy(&b1);
-    backend_destroy(&bn);
+    for (int v = 0; v < n_var; v++) backend_destroy(&b1[v]), backend_destroy(&bn[v]);
     json_object_set_new(root, "matmul", jmm);
 
     /* (3) */
     json_t *jmod = json_array();
     if (!skip_models) {
-        printf("\n%-18s %12s %12s %12s %12s %10s %10s %8s\n", "model", "prefill t/s", "decode t/s", "median t/s", "MB/token", "eff GB/s",
-               "of bw", "pf/dec");
+        printf("\n%-18s %4s %12s %12s %12s %12s %10s %10s %8s\n", "model", "path", "prefill t/s", "decode t/s", "median t/s", "MB/token",
+               "eff GB/s", "of bw", "pf/dec");
         char tmp[] = "/tmp/strata_bench_XXXXXX";
         int have_tmp = 0;
         char list[512];
@@ -372,25 +423,33 @@ int main(int argc, char **argv) {
                 o.n_layers = layers;
                 if (gen_model(dir, &o, &err)) { fprintf(stderr, "bench_cpu: generating %s: %s\n", tok, err.msg); return 1; }
             }
-            model_result r;
-            if (run_model(dir, all, n_prefill, n_decode, &r, &err)) { fprintf(stderr, "bench_cpu: %s: %s\n", label, err.msg); return 1; }
-            double eff = r.weight_bytes_per_token * r.decode_tps / 1e9;
-            double eff_med = r.weight_bytes_per_token * r.decode_med_tps / 1e9;
-            printf("%-18s %12.1f %12.2f %12.2f %12.1f %10.1f %9.0f%% %7.1fx\n", label, r.prefill_tps, r.decode_tps, r.decode_med_tps,
-                   r.weight_bytes_per_token / 1e6, eff, 100.0 * eff / bwn, r.prefill_tps / r.decode_tps);
-            (void)eff_med;
-            json_t *e = json_object();
-            json_object_set_new(e, "model", json_string(label));
-            json_object_set_new(e, "prefill_tokens", json_integer(n_prefill));
-            json_object_set_new(e, "prefill_tps", json_real(r.prefill_tps));
-            json_object_set_new(e, "decode_tps", json_real(r.decode_tps));
-            json_object_set_new(e, "decode_median_tps", json_real(r.decode_med_tps));
-            json_object_set_new(e, "effective_gbs_median", json_real(eff_med));
-            json_object_set_new(e, "weight_bytes_per_token", json_real(r.weight_bytes_per_token));
-            json_object_set_new(e, "effective_gbs", json_real(eff));
-            json_object_set_new(e, "fraction_of_bandwidth", json_real(eff / bwn));
-            json_object_set_new(e, "prefill_over_decode", json_real(r.prefill_tps / r.decode_tps));
-            json_array_append_new(jmod, e);
+            for (int round = 0; round < rounds; round++)
+                for (int v = 0; v < n_var; v++) {
+                    model_result r;
+                    if (run_model(dir, all, var_repack[v], n_prefill, n_decode, &r, &err)) {
+                        fprintf(stderr, "bench_cpu: %s: %s\n", label, err.msg);
+                        return 1;
+                    }
+                    double eff = r.weight_bytes_per_token * r.decode_tps / 1e9;
+                    double eff_med = r.weight_bytes_per_token * r.decode_med_tps / 1e9;
+                    const char *path = path_name[var_repack[v] < 0 ? 2 : var_repack[v]];
+                    printf("%-18s %4s %12.1f %12.2f %12.2f %12.1f %10.1f %9.0f%% %7.1fx\n", label, path, r.prefill_tps, r.decode_tps,
+                           r.decode_med_tps, r.weight_bytes_per_token / 1e6, eff, 100.0 * eff / bwn, r.prefill_tps / r.decode_tps);
+                    json_t *e = json_object();
+                    json_object_set_new(e, "model", json_string(label));
+                    json_object_set_new(e, "path", json_string(path));
+                    json_object_set_new(e, "round", json_integer(round + 1));
+                    json_object_set_new(e, "prefill_tokens", json_integer(n_prefill));
+                    json_object_set_new(e, "prefill_tps", json_real(r.prefill_tps));
+                    json_object_set_new(e, "decode_tps", json_real(r.decode_tps));
+                    json_object_set_new(e, "decode_median_tps", json_real(r.decode_med_tps));
+                    json_object_set_new(e, "effective_gbs_median", json_real(eff_med));
+                    json_object_set_new(e, "weight_bytes_per_token", json_real(r.weight_bytes_per_token));
+                    json_object_set_new(e, "effective_gbs", json_real(eff));
+                    json_object_set_new(e, "fraction_of_bandwidth", json_real(eff / bwn));
+                    json_object_set_new(e, "prefill_over_decode", json_real(r.prefill_tps / r.decode_tps));
+                    json_array_append_new(jmod, e);
+                }
             if (!model_dir) {
                 char cmd[700];
                 snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

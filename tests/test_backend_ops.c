@@ -224,6 +224,86 @@ static void test_matmul(void) {
             run_matmul(dense[si].rows, dense[si].cols, dense[si].n, 0, 0, sdts[di], k % 3);
 }
 
+/* 4-bit weights through every token tile of the fast paths (the repacked VNNI kernel runs 16-row
+ * blocks and tiles of 1-4 tokens; the chunk path 4-row tiles): n = 1..9 and past the short-batch
+ * split, rows below, at and past a block of 16, 1 to 5 groups, every group size and scale dtype */
+static void test_matmul_q4_tiles(void) {
+    static const int groups[] = {32, 64, 128}, rows[] = {16, 45, 200, 1, 17};
+    static const bk_dtype sdts[] = {BK_F16, BK_BF16, BK_F32};
+    static const int ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 33};
+    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+        for (int gi = 0; gi < 3; gi++)
+            for (int di = 0; di < 3; di++) {
+                int k = (int)ni + gi + di;
+                run_matmul(rows[k % 5], groups[gi] * (1 + k % 5), ns[ni], 4, groups[gi], sdts[di], ((int)ni + di) % 3);
+            }
+}
+
+/* one buffer of codes described as two different weights (a backend that caches a converted
+ * copy per buffer must not serve the first description's copy to the second) */
+static void test_matmul_redescribed(void) {
+    weight w;
+    weight_make(&w, 40, 256, 4, 64, BK_F16, 0);
+    int n = 3;
+    float *x = malloc(sizeof(float) * (size_t)n * 256);
+    fill(x, (size_t)n * 256, 1.0f);
+    pair px = upload(x, sizeof(float) * (size_t)n * 256);
+    pair py = {be->ops->buf_alloc(be, sizeof(float) * (size_t)n * 80), ref->ops->buf_alloc(ref, sizeof(float) * (size_t)n * 80)};
+    be->ops->matmul(be, &w.wb, px.b, py.b, n);
+    ref->ops->matmul(ref, &w.wr, px.r, py.r, n);
+    compare("matmul", py, (size_t)n * 40, "q4 [40 x 256] g=64, first description");
+    /* the same codes as [80 x 128] groups of 32 (the 40 x 4 f16 scales read as 80 x 4 needs
+     * twice the scales: a fresh scale array) */
+    uint16_t *s2 = malloc(80 * 4 * 2), *b2 = malloc(80 * 4 * 2);
+    for (int i = 0; i < 320; i++) s2[i] = bk_f32_to_f16(0.01f * uni(0.5f, 1.5f)), b2[i] = bk_f32_to_f16(-0.07f * uni(0.5f, 1.5f));
+    pair ps = wrap(s2, 640), pb = wrap(b2, 640);
+    bk_weight wb = w.wb, wr = w.wr;
+    wb.rows = wr.rows = 80, wb.cols = wr.cols = 128, wb.group_size = wr.group_size = 32;
+    wb.scales = ps.b, wr.scales = ps.r, wb.biases = pb.b, wr.biases = pb.r;
+    pair px2 = upload(x, sizeof(float) * (size_t)n * 128);
+    be->ops->matmul(be, &wb, px2.b, py.b, n);
+    ref->ops->matmul(ref, &wr, px2.r, py.r, n);
+    compare("matmul", py, (size_t)n * 80, "q4 the same codes as [80 x 128] g=32");
+    drop(&px), drop(&px2), drop(&py), drop(&ps), drop(&pb);
+    free(x), free(s2), free(b2);
+    weight_free(&w);
+}
+
+/* a weight in allocated (not wrapped) buffers, used, then overwritten in place: a backend that
+ * caches a converted copy must notice writes to the codes and to the scales */
+static void test_matmul_weight_rewritten(void) {
+    const int rows = 37, cols = 192, g = 64, n = 2, ng = rows * (cols / g);
+    uint32_t *q = malloc((size_t)rows * cols / 2);
+    uint16_t *sc = malloc((size_t)ng * 2), *bi = malloc((size_t)ng * 2);
+    float *x = malloc(sizeof(float) * (size_t)n * cols);
+    for (int i = 0; i < rows * cols / 8; i++) q[i] = (uint32_t)next();
+    for (int i = 0; i < ng; i++) sc[i] = bk_f32_to_f16(0.01f * uni(0.5f, 1.5f)), bi[i] = bk_f32_to_f16(-0.07f * uni(0.5f, 1.5f));
+    fill(x, (size_t)n * cols, 1.0f);
+    pair pq = upload(q, (size_t)rows * cols / 2), ps = upload(sc, (size_t)ng * 2), pb = upload(bi, (size_t)ng * 2);
+    pair px = upload(x, sizeof(float) * (size_t)n * cols);
+    pair py = {be->ops->buf_alloc(be, sizeof(float) * (size_t)n * rows), ref->ops->buf_alloc(ref, sizeof(float) * (size_t)n * rows)};
+    bk_weight wb = {.w = pq.b, .scales = ps.b, .biases = pb.b, .wdtype = BK_U32, .sdtype = BK_F16, .rows = rows, .cols = cols,
+                    .bits = 4, .group_size = g};
+    bk_weight wr = wb;
+    wr.w = pq.r, wr.scales = ps.r, wr.biases = pb.r;
+    for (int step = 0; step < 3; step++) {
+        if (step == 1) { /* new codes */
+            for (int i = 0; i < rows * cols / 8; i++) q[i] = (uint32_t)next();
+            be->ops->buf_write(be, pq.b, 0, q, (size_t)rows * cols / 2);
+            ref->ops->buf_write(ref, pq.r, 0, q, (size_t)rows * cols / 2);
+        } else if (step == 2) { /* new scales */
+            for (int i = 0; i < ng; i++) sc[i] = bk_f32_to_f16(-0.02f * uni(0.5f, 1.5f));
+            be->ops->buf_write(be, ps.b, 0, sc, (size_t)ng * 2);
+            ref->ops->buf_write(ref, ps.r, 0, sc, (size_t)ng * 2);
+        }
+        be->ops->matmul(be, &wb, px.b, py.b, n);
+        ref->ops->matmul(ref, &wr, px.r, py.r, n);
+        compare("matmul", py, (size_t)n * rows, step == 0 ? "q4 allocated weight" : step == 1 ? "(codes rewritten)" : "(scales rewritten)");
+    }
+    drop(&pq), drop(&ps), drop(&pb), drop(&px), drop(&py);
+    free(q), free(sc), free(bi), free(x);
+}
+
 static void test_embed(void) {
     static const struct { int bits, group; bk_dtype dt; } cfgs[] = {
         {4, 64, BK_F16}, {4, 32, BK_BF16}, {8, 128, BK_F32}, {8, 64, BK_F16}, {0, 0, BK_BF16}, {0, 0, BK_F32}};
@@ -421,7 +501,7 @@ int main(int argc, char **argv) {
     }
     ref = backend_cpu_ref_new();
     printf("backend %s against cpu-ref\n", be->ops->name);
-    if (wanted("matmul")) test_matmul();
+    if (wanted("matmul")) test_matmul(), test_matmul_q4_tiles(), test_matmul_redescribed(), test_matmul_weight_rewritten();
     if (wanted("embed")) test_embed();
     if (wanted("rmsnorm")) test_rmsnorm();
     if (wanted("rope")) test_rope();
@@ -439,6 +519,21 @@ int main(int argc, char **argv) {
             snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
             if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", tmp);
         }
+    }
+    /* the cpu backend's 4-bit matmul has two paths on AVX-512 machines (repacked weights by
+     * default, the checkpoint layout with STRATA_CPU_REPACK=0): cover the other one too */
+    if (!strcmp(name, "cpu") && !getenv("STRATA_CPU_REPACK") && wanted("matmul")) {
+        backend *repacked = be;
+        setenv("STRATA_CPU_REPACK", "0", 1);
+        be = backend_new(name, 0, &err);
+        unsetenv("STRATA_CPU_REPACK");
+        CHECK(be != NULL, "backend %s with STRATA_CPU_REPACK=0: %s", name, err.msg);
+        if (be) {
+            printf("backend %s with STRATA_CPU_REPACK=0 (4-bit matmul)\n", name);
+            test_matmul_q4_tiles(), test_matmul_redescribed(), test_matmul_weight_rewritten();
+            backend_destroy(&be);
+        }
+        be = repacked;
     }
     if (json_path && write_json(json_path, name, be->ops->name)) CHECK(0, "--json %s could not be written", json_path);
     backend_destroy(&be);

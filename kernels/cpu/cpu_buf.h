@@ -9,6 +9,11 @@ struct bk_buf {
     void *data;
     size_t size;
     int owned; /* 0: wraps memory owned elsewhere (the mmap'd checkpoint) */
+    /* the fast backend's repacked twin of 4-bit codes (cpu_kern.h), built at first use and freed
+     * by its buf_free; `data` stays as it is for embed (tied embeddings share the weight) */
+    struct cpu_q4pack *packed;
+    unsigned writes; /* bumped by the fast backend's buf_write and copy: a pack built before a
+                        write to its codes, scales or biases is stale */
 };
 
 bk_buf *cpu_buf_alloc(backend *be, size_t bytes);

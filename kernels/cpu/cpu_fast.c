@@ -5,7 +5,8 @@
  *
  * STRATA_CPU_LEVEL=scalar|avx2|avx512 forces a level (the tests cover each one the machine
  * has); STRATA_CPU_PLANES=1 trades the second activation plane for speed outside the contract's
- * tolerance (see cpu_kern.h). */
+ * tolerance (see cpu_kern.h); STRATA_CPU_REPACK=0 keeps 4-bit weights in the checkpoint's layout
+ * (the chunk path) instead of the repacked twin a level with `pk_qmm` builds at first use. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,11 +22,14 @@
 #define ROW_BLOCK 32 /* rows a task runs over all tokens at once in prefill: 14-60 KB of q4 */
 #define SMALL_N 8    /* up to this many tokens (decode, speculative verify) a task is a run of rows */
 #define RUN_BYTES (128 << 10) /* at most this much weight a run when n > 1: its token tiles reread it from L2 */
+#define PK_ROWS 16           /* rows of a repacked block (cpu_q4pack) */
+#define PK_ROW_BLOCK 64      /* rows a prefill task of the repacked path runs over all tokens */
 
 typedef struct {
     tpool *pool;
     const cpu_kernels *k;
     int planes;
+    int repack; /* 4-bit weights through the repacked twin where the level has a kernel for it */
     /* quantized activations of the last matmul input, reused while its buffer is unchanged
      * (q/k/v and gate/up read the same input) */
     cpu_qact act;
@@ -47,17 +51,19 @@ static void touched(backend *be, const void *data) {
 /* ---- memory: plain host buffers, as the reference ---- */
 
 static void fast_buf_free(backend *be, bk_buf *b) {
-    if (b) touched(be, b->data);
+    if (b) touched(be, b->data), cpu_q4pack_free(b->packed);
     cpu_buf_free(be, b);
 }
 
 static void fast_buf_write(backend *be, bk_buf *dst, size_t off, const void *src, size_t n) {
     touched(be, dst->data);
+    dst->writes++;
     cpu_buf_write(be, dst, off, src, n);
 }
 
 static void fast_copy(backend *be, const bk_buf *src, size_t so, bk_buf *dst, size_t do_, size_t n) {
     touched(be, dst->data);
+    dst->writes++;
     cpu_copy(be, src, so, dst, do_, n);
 }
 
@@ -69,6 +75,7 @@ typedef struct {
     const float *x;
     float *y;
     int n;
+    const cpu_q4pack *pk; /* the repacked weight, or NULL */
 } mm_job;
 
 /* rows [r0, r1) of thread ith, in multiples of 4 so that tiles stay whole */
@@ -90,7 +97,7 @@ static void quant_job(void *arg, int ith, int nth, int thread) {
     mm_job *j = arg;
     (void)thread;
     int t0 = (int)((long)j->n * ith / nth), t1 = (int)((long)j->n * (ith + 1) / nth);
-    if (t0 < t1) j->c->k->quant(j->x, &j->c->act, t0, t1);
+    if (t0 < t1) (j->pk ? j->c->k->pk_quant : j->c->k->quant)(j->x, &j->c->act, t0, t1);
 }
 
 /* decode and short batches: a task is a run of rows, each read once from memory; prefill: a task
@@ -151,16 +158,82 @@ static void slow_job(void *arg, int task, int n_tasks, int thread) {
     add_bias(w, j->y, j->n, r0, r1);
 }
 
+/* ---- the repacked 4-bit path: row blocks of 16, one contiguous stream a task ---- */
+
+typedef struct {
+    cpu_q4pack *p;
+    const bk_weight *w;
+} pack_job;
+
+static void pack_run(void *arg, int task, int n_tasks, int thread) {
+    pack_job *j = arg;
+    (void)thread;
+    int b0 = (int)((long)j->p->n_blocks * task / n_tasks), b1 = (int)((long)j->p->n_blocks * (task + 1) / n_tasks);
+    if (b0 < b1) cpu_q4pack_fill(j->p, j->w, b0, b1);
+}
+
+/* the weight's repacked twin, built at the first matmul that sees it (rebuilt when the buffer
+ * is described differently or was written since); NULL: the old path */
+static const cpu_q4pack *get_pack(fast_ctx *c, const bk_weight *w) {
+    if (!c->repack || !c->k->pk_ok || !c->k->pk_ok(w, c->planes)) return NULL;
+    bk_buf *b = w->w;
+    if (b->packed && cpu_q4pack_matches(b->packed, w)) return b->packed;
+    cpu_q4pack_free(b->packed);
+    b->packed = NULL;
+    cpu_q4pack *p = cpu_q4pack_new(w);
+    if (!p) return NULL; /* out of memory: the checkpoint layout still works */
+    pack_job j = {p, w};
+    int nth = tp_threads(c->pool);
+    tp_run(c->pool, pack_run, &j, p->n_blocks < 4 * nth ? p->n_blocks : 4 * nth);
+    b->packed = p;
+    cpu_q4pack_release_source(w);
+    return p;
+}
+
+/* blocks [b0, b1) of a task: runs of blocks for decode and short batches, PK_ROW_BLOCK rows a
+ * task in prefill */
+static void pk_task_blocks(const mm_job *j, int task, int n_tasks, int *b0, int *b1) {
+    int nb = j->pk->n_blocks;
+    if (j->n <= SMALL_N) {
+        *b0 = (int)((long)nb * task / n_tasks);
+        *b1 = (int)((long)nb * (task + 1) / n_tasks);
+    } else {
+        *b0 = task * (PK_ROW_BLOCK / PK_ROWS);
+        *b1 = *b0 + PK_ROW_BLOCK / PK_ROWS < nb ? *b0 + PK_ROW_BLOCK / PK_ROWS : nb;
+    }
+}
+
+static int pk_tasks(const mm_job *j, int nth) {
+    int nb = j->pk->n_blocks;
+    if (j->n > SMALL_N) return (nb + PK_ROW_BLOCK / PK_ROWS - 1) / (PK_ROW_BLOCK / PK_ROWS);
+    int t = nth == 1 ? 1 : 4 * nth; /* small tasks balance a busy machine */
+    return t < nb ? t : nb;
+}
+
+static void pk_job(void *arg, int task, int n_tasks, int thread) {
+    mm_job *j = arg;
+    int b0, b1;
+    (void)thread;
+    pk_task_blocks(j, task, n_tasks, &b0, &b1);
+    if (b0 >= b1) return;
+    j->c->k->pk_qmm(j->pk, &j->c->act, j->y, b0, b1, 0, j->n);
+    int r1 = b1 * PK_ROWS < j->w->rows ? b1 * PK_ROWS : j->w->rows;
+    add_bias(j->w, j->y, j->n, b0 * PK_ROWS, r1);
+}
+
 static int quant_ok(const bk_weight *w) {
     return (w->bits == 4 || w->bits == 8) && w->group_size >= 32 && w->group_size % 32 == 0 &&
            w->cols % w->group_size == 0;
 }
 
-static int ensure_act(fast_ctx *c, const bk_buf *xb, int n, const bk_weight *w) {
+/* the quantized activations of x for w in `layout` (scales every `block` elements): 1 when the
+ * cached ones are still valid, -1 when they need quantizing, 0 when out of memory */
+static int ensure_act(fast_ctx *c, const bk_buf *xb, int n, const bk_weight *w, int layout, int block) {
     cpu_qact *a = &c->act;
     int cols = w->cols, bits = w->bits;
-    int layout = c->k->chunk_ok && c->k->chunk_ok(bits, cols, w->group_size, c->planes) ? CPU_QACT_CHUNK128 : CPU_QACT_PLANAR;
-    if (c->act_src == xb->data && a->n == n && a->cols == cols && a->bits == bits && a->layout == layout) return 1;
+    if (c->act_src == xb->data && a->n == n && a->cols == cols && a->bits == bits && a->layout == layout &&
+        a->block == block)
+        return 1;
     size_t codes = (size_t)n * cols, blocks = (size_t)n * (cols / 32);
     size_t need = codes * (size_t)c->planes + 2 * blocks * sizeof(float) + 64;
     if (need > c->act_cap) {
@@ -179,6 +252,7 @@ static int ensure_act(fast_ctx *c, const bk_buf *xb, int n, const bk_weight *w) 
     a->bits = bits;
     a->planes = c->planes;
     a->layout = layout;
+    a->block = block;
     c->act_src = NULL;
     return -1; /* needs quantizing */
 }
@@ -186,17 +260,22 @@ static int ensure_act(fast_ctx *c, const bk_buf *xb, int n, const bk_weight *w) 
 static void fast_matmul(backend *be, const bk_weight *w, const bk_buf *xb, bk_buf *yb, int n) {
     fast_ctx *c = CTX(be);
     touched(be, yb->data);
-    mm_job j = {c, w, xb->data, yb->data, n};
+    mm_job j = {c, w, xb->data, yb->data, n, NULL};
     int nth = tp_threads(c->pool);
     if (quant_ok(w)) {
-        int st = ensure_act(c, xb, n, w);
+        j.pk = get_pack(c, w);
+        int layout = j.pk ? CPU_QACT_NATURAL
+                     : c->k->chunk_ok && c->k->chunk_ok(w->bits, w->cols, w->group_size, c->planes) ? CPU_QACT_CHUNK128
+                                                                                                  : CPU_QACT_PLANAR;
+        int st = ensure_act(c, xb, n, w, layout, j.pk ? w->group_size : 32);
         if (st == 0) { tp_run(c->pool, slow_job, &j, nth); return; } /* no memory for codes: still correct */
         if (st < 0) {
             if (n >= 2 * nth) tp_run(c->pool, quant_job, &j, 2 * nth);
-            else c->k->quant(j.x, &c->act, 0, n);
+            else quant_job(&j, 0, 1, 0);
             c->act_src = xb->data;
         }
-        tp_run(c->pool, qmm_job, &j, mm_tasks(&j, nth));
+        if (j.pk) tp_run(c->pool, pk_job, &j, pk_tasks(&j, nth));
+        else tp_run(c->pool, qmm_job, &j, mm_tasks(&j, nth));
     } else if (w->bits == 0 && (w->wdtype == BK_F32 || w->wdtype == BK_F16 || w->wdtype == BK_BF16)) {
         tp_run(c->pool, dmm_job, &j, mm_tasks(&j, nth));
     } else {
@@ -221,7 +300,7 @@ static void norm_run(void *arg, int ith, int nth, int thread) {
     int t0 = (int)((long)j->n * ith / nth), t1 = (int)((long)j->n * (ith + 1) / nth);
     if (t0 >= t1) return;
     size_t off = (size_t)t0 * j->dim * sizeof(float);
-    bk_buf xv = {(char *)j->x->data + off, 0, 0}, ov = {(char *)j->out->data + off, 0, 0};
+    bk_buf xv = {.data = (char *)j->x->data + off}, ov = {.data = (char *)j->out->data + off};
     cpu_rmsnorm(j->be, &xv, j->w, &ov, t1 - t0, j->dim, j->eps);
 }
 
@@ -464,6 +543,8 @@ backend *backend_cpu_fast_new(int n_threads, strata_err *err) {
     c->k = k;
     const char *planes = getenv("STRATA_CPU_PLANES");
     c->planes = planes && !strcmp(planes, "1") ? 1 : 2;
+    const char *repack = getenv("STRATA_CPU_REPACK");
+    c->repack = !(repack && !strcmp(repack, "0"));
     int nth = n_threads > 0 ? n_threads : n_cores();
     if (nth > 256) nth = 256;
     c->pool = tp_new(nth);

@@ -7,6 +7,8 @@ target_sources(strata_kernels PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/q_avx2.c
   ${CMAKE_CURRENT_LIST_DIR}/q_avx512.c
   ${CMAKE_CURRENT_LIST_DIR}/q4_avx512.c
+  ${CMAKE_CURRENT_LIST_DIR}/q4_repack.c
+  ${CMAKE_CURRENT_LIST_DIR}/q4_pack_avx512.c
 )
 
 # backend.c reaches the fast backend through a weak reference, which does not pull an object out

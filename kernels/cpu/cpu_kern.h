@@ -25,16 +25,47 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_buf.h"
 
-/* layouts of quantized activations: planar (above, every level) or the AVX-512 4-bit chunks
- * (q4_avx512.c); a level's quant picks the layout and its qmm reads it */
-enum { CPU_QACT_PLANAR = 0, CPU_QACT_CHUNK128 = 1 };
+/* layouts of quantized activations: planar (above, every level), the AVX-512 4-bit chunks
+ * (q4_avx512.c) or natural order per weight group (q4_pack_avx512.c, for repacked weights);
+ * a level's quant picks the layout and its qmm reads it */
+enum { CPU_QACT_PLANAR = 0, CPU_QACT_CHUNK128 = 1, CPU_QACT_NATURAL = 2 };
 
 typedef struct {
     int n, cols, bits, planes, layout;
+    int block;        /* elements a scale covers: 32, or the weight group for CPU_QACT_NATURAL */
     int8_t *hi, *lo;  /* [n, cols] each, contiguous; lo is NULL when planes == 1 */
-    float *d;         /* [n, cols/32] block scales */
-    float *bsum;      /* [n, cols/32] exact float sums of each block */
+    float *d;         /* [n, cols/block] block scales */
+    float *bsum;      /* [n, cols/block] exact float sums of each block */
 } cpu_qact;
+
+/* A 4-bit weight repacked for the VNNI broadcast kernel (q4_repack.c builds it at the first
+ * matmul that sees the weight; the bk_buf of the codes owns it). Rows in blocks of 16, each
+ * block one contiguous stream of ng = cols/group groups; a group is
+ *   group/8 vectors of 64 bytes: dword lane r (row r of the block), byte j holds
+ *       low nibble q[r][8c + j], high nibble q[r][8c + 4 + j]   (c = the vector in the group)
+ *   then a scale line: the block's 16 scales then its 16 biases, in sdtype (f16/bf16: 64 bytes;
+ *       f32: 128 bytes)
+ * so that `v & 0x0f` is 16 rows x columns 8c..8c+3 and `v & 0xf0` 16 rows x 8c+4..8c+7 (times
+ * 16), each meeting 4 activations in natural order with one broadcast. Rows past the last are
+ * zero codes with zero scales and biases. */
+typedef struct cpu_q4pack {
+    int rows, cols, group, n_blocks;
+    bk_dtype sdtype;
+    size_t group_bytes, block_bytes, bytes;
+    const void *src_w, *src_s, *src_b; /* what it was built from */
+    unsigned writes_w, writes_s, writes_b; /* and those buffers' write counts then */
+    uint8_t *data;                      /* 64-byte aligned, n_blocks * block_bytes */
+} cpu_q4pack;
+
+/* a pack for w (data not yet filled), or NULL when w does not fit the layout or memory is out */
+cpu_q4pack *cpu_q4pack_new(const bk_weight *w);
+/* fills row blocks [b0, b1) from w's codes, scales and biases */
+void cpu_q4pack_fill(cpu_q4pack *p, const bk_weight *w, int b0, int b1);
+void cpu_q4pack_free(cpu_q4pack *p);
+/* hands the checkpoint pages of w's codes, scales and biases back to the kernel once packed */
+void cpu_q4pack_release_source(const bk_weight *w);
+/* whether p was built from this weight description and its buffers are unchanged since */
+int cpu_q4pack_matches(const cpu_q4pack *p, const bk_weight *w);
 
 typedef struct {
     const char *name;
@@ -57,6 +88,12 @@ typedef struct {
     void (*swiglu)(float *g, const float *u, int n);
     /* NULL, or whether the level quantizes for this weight shape in CPU_QACT_CHUNK128 */
     int (*chunk_ok)(int bits, int cols, int group_size, int planes);
+    /* NULL, or the repacked 4-bit path: whether w takes it, the CPU_QACT_NATURAL quantizer
+     * (a->block = the weight group), and y[t, r] for row blocks [b0, b1) of p, tokens [t0, t1),
+     * no output bias (y rows `rows` floats apart) */
+    int (*pk_ok)(const bk_weight *w, int planes);
+    void (*pk_quant)(const float *x, cpu_qact *a, int t0, int t1);
+    void (*pk_qmm)(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1);
 } cpu_kernels;
 
 extern const cpu_kernels cpu_kern_scalar;
@@ -68,6 +105,10 @@ void cpu_swiglu_portable(float *g, const float *u, int n);
 int cpu_q4c_ok(int bits, int cols, int group_size, int planes);
 void cpu_q4c_quant(const float *x, cpu_qact *a, int t0, int t1);
 void cpu_q4c_qmm(const bk_weight *w, const cpu_qact *a, float *y, int r0, int r1, int t0, int t1);
+/* the AVX-512 VNNI path over repacked 4-bit weights (q4_pack_avx512.c) */
+int cpu_q4p_ok(const bk_weight *w, int planes);
+void cpu_q4p_quant(const float *x, cpu_qact *a, int t0, int t1);
+void cpu_q4p_qmm(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1);
 extern const cpu_kernels cpu_kern_avx2;
 extern const cpu_kernels cpu_kern_avx512;
 #endif

@@ -322,5 +322,8 @@ const cpu_kernels cpu_kern_avx512 = {
     .swiglu = swiglu_avx512,
     .attn = attn_avx512,
     .chunk_ok = cpu_q4c_ok,
+    .pk_ok = cpu_q4p_ok,
+    .pk_quant = cpu_q4p_quant,
+    .pk_qmm = cpu_q4p_qmm,
 };
 #endif

@@ -1,0 +1,224 @@
+/* The AVX-512 VNNI kernel over repacked 4-bit weights (cpu_q4pack, cpu_kern.h): 16 rows a
+ * vector, activations broadcast in natural order.
+ *
+ * Activations (CPU_QACT_NATURAL): token t, group g of the weight (a->block = group elements)
+ * has one scale d = max|x| / (127 * 256) and two int8 planes in natural order, x ~ d * (256 hi +
+ * lo) (~16-bit activations, needed for the contract's 1e-3; see cpu_kern.h). bsum holds the
+ * exact float sum of each group for the bias term.
+ *
+ * Per 64 weight bytes v (16 rows x 8 columns 8c..8c+7) and token:
+ *   wl = v & 0x0f (columns 8c..8c+3), wh = v & 0xf0 (columns 8c+4..8c+7, times 16)
+ *   A_h += dpbusd(wl, bcst hi[8c..8c+3])   B_h += dpbusd(wh, bcst hi[8c+4..8c+7])
+ *   A_l, B_l the same with the lo plane
+ * and once per group: y += float(256 (16 A_h + B_h) + 16 A_l + B_l) * (scale * d / 16)
+ *                           + bias * sum_{c in g} x_c
+ * int32 cannot overflow: |16 A + B| <= 16 * 15 * 128 * group <= 3.9e6 for group 128, times 257.
+ * That is 2 splits + 4 dpbusd per 64 bytes and token, where q4_avx512.c spends ~12 ops.
+ *
+ * Tiles: one token uses 8 accumulators (even and odd vectors apart): vpdpbusd has a latency of
+ * 4 cycles at 2 a cycle on Zen 5 (measured), so fewer than 8 chains would bound throughput;
+ * 2-4 tokens share each split vector with 4 accumulators a token. The dpbusd count per 64 bytes
+ * and token is the same at every tile size: short batches and prefill are compute-bound at
+ * ~300 GFLOP/s a core (~70% of the dpbusd peak; a variant with 2 accumulators a token and half
+ * the epilogue ops measured the same). */
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/cpu/cpu_kern.h"
+
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
+#define INLINE static inline __attribute__((always_inline))
+
+/* software prefetch distances on the block stream, in bytes (alternating runs, 7b shapes from
+ * DRAM, 2026-11-23). Short batches (2-8 tokens): without it n = 4 read 19 GB/s, 4 KB ahead into
+ * L1 29-33 GB/s; 8 or 16 KB into L2 were no better. One token: 16 KB ahead into L2 read 10-30%
+ * more than hardware prefetch alone (down 3584 x 18944 most: 1 thread 1.1-1.8 ms against
+ * 1.9-2.5 ms), 64 KB less; 4 KB into L1 was in between. */
+#ifndef Q4P_PREFETCH
+#define Q4P_PREFETCH 4096
+#endif
+#ifndef Q4P_PREFETCH1
+#define Q4P_PREFETCH1 16384
+#endif
+/* at most this many tokens: one tile (4 x 4 int32 accumulators + 4 float sums in registers) */
+#define TILE_MAX 4
+
+int cpu_q4p_ok(const bk_weight *w, int planes) {
+    int G = w->group_size;
+    return w->bits == 4 && planes == 2 && (G == 32 || G == 64 || G == 128) && w->cols % G == 0 && w->rows > 0 &&
+           (w->sdtype == BK_F16 || w->sdtype == BK_BF16 || w->sdtype == BK_F32);
+}
+
+/* ---- activations ---- */
+
+void T512 cpu_q4p_quant(const float *x, cpu_qact *a, int t0, int t1) {
+    const int K = a->cols, G = a->block, ng = K / G;
+    const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    for (int t = t0; t < t1; t++)
+        for (int g = 0; g < ng; g++) {
+            const float *xg = x + (size_t)t * K + (size_t)g * G;
+            __m512 m = _mm512_setzero_ps(), s = _mm512_setzero_ps();
+            for (int i = 0; i < G; i += 16) {
+                __m512 v = _mm512_loadu_ps(xg + i);
+                m = _mm512_max_ps(m, _mm512_and_ps(v, sign));
+                s = _mm512_add_ps(s, v);
+            }
+            float amax = _mm512_reduce_max_ps(m), inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+            a->d[(size_t)t * ng + g] = amax / (127.0f * 256.0f);
+            a->bsum[(size_t)t * ng + g] = _mm512_reduce_add_ps(s);
+            int8_t *hi = a->hi + (size_t)t * K + (size_t)g * G, *lo = a->lo + (size_t)t * K + (size_t)g * G;
+            for (int i = 0; i < G; i += 16) {
+                __m512 sv = _mm512_mul_ps(_mm512_loadu_ps(xg + i), _mm512_set1_ps(inv));
+                __m512 r = _mm512_roundscale_ps(sv, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                __m512i l = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(sv, r), _mm512_set1_ps(256.0f)));
+                _mm_storeu_si128((__m128i *)(hi + i), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(r)));
+                _mm_storeu_si128((__m128i *)(lo + i), _mm512_cvtsepi32_epi8(l)); /* +-128 saturates: 1/256 of a step */
+            }
+        }
+}
+
+/* ---- weights ---- */
+
+/* acc += dpbusd(w, four activation codes at p broadcast to every lane). Inline asm because gcc
+ * 12 keeps a separate vpbroadcastd and copies accumulators around the loop; the embedded
+ * {1to16} broadcast makes it one instruction with a memory operand. */
+typedef struct {
+    int8_t b[4];
+} codes4;
+#define DPB(acc, w, p) __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const codes4 *)(p)))
+
+/* the 16 scales (which = 0) or biases (which = 1) of a scale line, as f32 */
+INLINE T512 __m512 line16(const uint8_t *p, bk_dtype st, int which) {
+    if (st == BK_F32) return _mm512_load_ps((const float *)p + 16 * which);
+    __m256i h = _mm256_load_si256((const __m256i *)(p + 32 * which));
+    if (st == BK_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+INLINE T512 void store16(float *y, int rows_left, __m512 v) {
+    if (rows_left >= 16) _mm512_storeu_ps(y, v);
+    else _mm512_mask_storeu_ps(y, (__mmask16)((1u << rows_left) - 1), v);
+}
+
+/* one token, one block of 16 rows: y[0..16) */
+INLINE T512 void block_1(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact *a, int t, float *y, int rows_left,
+                         const bk_dtype st) {
+    const int K = pk->cols, G = pk->group, ng = K / G;
+    const size_t codes = (size_t)G * 8;
+    const __m512i m0f = _mm512_set1_epi8(0x0f), mf0 = _mm512_set1_epi8((char)0xf0);
+    const int8_t *xh = a->hi + (size_t)t * K, *xl = a->lo + (size_t)t * K;
+    const float *d = a->d + (size_t)t * ng, *gs = a->bsum + (size_t)t * ng;
+    __m512 acc = _mm512_setzero_ps();
+    for (int g = 0; g < ng; g++, p += pk->group_bytes, xh += G, xl += G) {
+        __m512i ah0 = _mm512_setzero_si512(), bh0 = ah0, al0 = ah0, bl0 = ah0, ah1 = ah0, bh1 = ah0, al1 = ah0, bl1 = ah0;
+        for (int c = 0; c < G / 8; c += 2) {
+            if (Q4P_PREFETCH1) {
+                _mm_prefetch((const char *)p + 64 * c + Q4P_PREFETCH1, _MM_HINT_T1);
+                _mm_prefetch((const char *)p + 64 * c + 64 + Q4P_PREFETCH1, _MM_HINT_T1);
+            }
+            __m512i v0 = _mm512_load_si512(p + 64 * c), v1 = _mm512_load_si512(p + 64 * c + 64);
+            __m512i wl0 = _mm512_and_si512(v0, m0f), wh0 = _mm512_and_si512(v0, mf0);
+            __m512i wl1 = _mm512_and_si512(v1, m0f), wh1 = _mm512_and_si512(v1, mf0);
+            DPB(ah0, wl0, xh + 8 * c);
+            DPB(bh0, wh0, xh + 8 * c + 4);
+            DPB(al0, wl0, xl + 8 * c);
+            DPB(bl0, wh0, xl + 8 * c + 4);
+            DPB(ah1, wl1, xh + 8 * c + 8);
+            DPB(bh1, wh1, xh + 8 * c + 12);
+            DPB(al1, wl1, xl + 8 * c + 8);
+            DPB(bl1, wh1, xl + 8 * c + 12);
+        }
+        __m512i h = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(ah0, ah1), 4), _mm512_add_epi32(bh0, bh1));
+        __m512i l = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(al0, al1), 4), _mm512_add_epi32(bl0, bl1));
+        __m512 tot = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(h, 8), l));
+        const uint8_t *line = p + codes;
+        acc = _mm512_fmadd_ps(tot, _mm512_mul_ps(line16(line, st, 0), _mm512_set1_ps(d[g] * 0.0625f)), acc);
+        acc = _mm512_fmadd_ps(line16(line, st, 1), _mm512_set1_ps(gs[g]), acc);
+    }
+    store16(y, rows_left, acc);
+}
+
+/* T tokens (2..4), one block of 16 rows: every split vector feeds 4 T dpbusd */
+INLINE T512 void block_T(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact *a, int t, float *y, int rows_left,
+                         const bk_dtype st, const int T, const int pf) {
+    const int K = pk->cols, G = pk->group, ng = K / G;
+    const size_t codes = (size_t)G * 8;
+    const __m512i m0f = _mm512_set1_epi8(0x0f), mf0 = _mm512_set1_epi8((char)0xf0);
+    __m512 acc[TILE_MAX];
+    for (int j = 0; j < T; j++) acc[j] = _mm512_setzero_ps();
+    for (int g = 0; g < ng; g++, p += pk->group_bytes) {
+        __m512i ah[TILE_MAX], bh[TILE_MAX], al[TILE_MAX], bl[TILE_MAX];
+        for (int j = 0; j < T; j++) ah[j] = bh[j] = al[j] = bl[j] = _mm512_setzero_si512();
+        for (int c = 0; c < G / 8; c++) {
+            if (pf) _mm_prefetch((const char *)p + 64 * c + Q4P_PREFETCH, _MM_HINT_T0);
+            __m512i v = _mm512_load_si512(p + 64 * c);
+            __m512i wl = _mm512_and_si512(v, m0f), wh = _mm512_and_si512(v, mf0);
+            for (int j = 0; j < T; j++) {
+                const int8_t *xh = a->hi + (size_t)(t + j) * K + (size_t)g * G + 8 * c;
+                const int8_t *xl = a->lo + (size_t)(t + j) * K + (size_t)g * G + 8 * c;
+                DPB(ah[j], wl, xh);
+                DPB(bh[j], wh, xh + 4);
+                DPB(al[j], wl, xl);
+                DPB(bl[j], wh, xl + 4);
+            }
+        }
+        const uint8_t *line = p + codes;
+        const __m512 sc = line16(line, st, 0), bi = line16(line, st, 1);
+        for (int j = 0; j < T; j++) {
+            __m512i h = _mm512_add_epi32(_mm512_slli_epi32(ah[j], 4), bh[j]);
+            __m512i l = _mm512_add_epi32(_mm512_slli_epi32(al[j], 4), bl[j]);
+            __m512 tot = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(h, 8), l));
+            const size_t ti = (size_t)(t + j) * ng + g;
+            acc[j] = _mm512_fmadd_ps(tot, _mm512_mul_ps(sc, _mm512_set1_ps(a->d[ti] * 0.0625f)), acc[j]);
+            acc[j] = _mm512_fmadd_ps(bi, _mm512_set1_ps(a->bsum[ti]), acc[j]);
+        }
+    }
+    for (int j = 0; j < T; j++) store16(y + (size_t)j * pk->rows, rows_left, acc[j]);
+}
+
+/* tokens [t, t + T) of one block, the tile size a constant so each compiles on its own */
+INLINE T512 void block_tile(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b, int t, int T, const bk_dtype st,
+                            const int pf) {
+    const uint8_t *p = pk->data + (size_t)b * pk->block_bytes;
+    float *yb = y + (size_t)t * pk->rows + (size_t)b * 16;
+    int rows_left = pk->rows - 16 * b;
+    switch (T) {
+    case 4: block_T(pk, p, a, t, yb, rows_left, st, 4, pf); break;
+    case 3: block_T(pk, p, a, t, yb, rows_left, st, 3, pf); break;
+    case 2: block_T(pk, p, a, t, yb, rows_left, st, 2, pf); break;
+    default: block_1(pk, p, a, t, yb, rows_left, st); break;
+    }
+}
+
+/* the tile size for the next tokens of [t, t1): 4 at a time; 5 - 7 tokens in two near-equal
+ * tiles rather than 4 + a short one */
+static int tile_of(int rem) { return rem >= 8 || rem == 4 ? 4 : rem > 4 ? (rem + 1) / 2 : rem; }
+
+INLINE T512 void qmm_st(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1,
+                        const bk_dtype st) {
+    if (t1 - t0 <= 2 * TILE_MAX) {
+        /* decode and short batches: block by block, each read once from memory as one stream;
+         * the second tile of tokens finds the block in L1 */
+        for (int b = b0; b < b1; b++)
+            for (int t = t0, T; t < t1; t += T) {
+                T = tile_of(t1 - t);
+                block_tile(pk, a, y, b, t, T, st, 1);
+            }
+    } else {
+        /* prefill: the task's few blocks stay in L1/L2 while the token tiles stream past */
+        for (int t = t0, T; t < t1; t += T) {
+            T = tile_of(t1 - t);
+            for (int b = b0; b < b1; b++) block_tile(pk, a, y, b, t, T, st, 0);
+        }
+    }
+}
+
+void T512 cpu_q4p_qmm(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1) {
+    switch (pk->sdtype) {
+    case BK_F16: qmm_st(pk, a, y, b0, b1, t0, t1, BK_F16); break;
+    case BK_BF16: qmm_st(pk, a, y, b0, b1, t0, t1, BK_BF16); break;
+    default: qmm_st(pk, a, y, b0, b1, t0, t1, BK_F32); break;
+    }
+}
+#endif
