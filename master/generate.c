@@ -290,21 +290,25 @@ int gen_seq_feed(gen_seq *s, strata_err *err) {
     return s->r.finish ? 1 : 0;
 }
 
+int gen_seq_step(gen_seq *s, strata_err *err) {
+    const int32_t *ids;
+    int n_ids, all;
+    float *logits;
+    gen_seq_input(s, &ids, &n_ids, &all, &logits);
+    if (s->e->ops->forward(s->e, s->session, ids, n_ids, logits, all, err)) return -1;
+    return gen_seq_feed(s, err);
+}
+
 int gen_run(engine *e, uint64_t session, const tokenizer *t, const int32_t *prompt, int n, const gen_params *p,
             gen_piece_fn on_piece, void *user, gen_result *out, strata_err *err) {
     gen_seq *s = gen_seq_new(e, session, t, prompt, n, p, on_piece, user, err);
     if (!s) return -1;
     int rc = 0;
-    while (!gen_seq_finished(s)) {
-        const int32_t *ids;
-        int n_ids, all;
-        float *logits;
-        gen_seq_input(s, &ids, &n_ids, &all, &logits);
-        if (e->ops->forward(e, session, ids, n_ids, logits, all, err) || gen_seq_feed(s, err) < 0) {
+    while (!gen_seq_finished(s))
+        if (gen_seq_step(s, err) < 0) {
             rc = -1;
             break;
         }
-    }
     if (out) gen_seq_result(s, out);
     gen_seq_free(&s);
     return rc;

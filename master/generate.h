@@ -92,6 +92,9 @@ void gen_seq_input(gen_seq *s, const int32_t **ids, int *n, int *all_logits, flo
 /* Consumes the logits of that forward: samples, emits text, trims a rejected draft. Returns 1 when
  * the sequence is finished, 0 when it needs another forward, -1 with err. */
 int gen_seq_feed(gen_seq *s, strata_err *err);
+/* One step alone on the engine: the forward gen_seq_input names, then gen_seq_feed (same
+ * returns). Several sequences in flight together use input/feed themselves (batch.c). */
+int gen_seq_step(gen_seq *s, strata_err *err);
 /* 1 when nothing more is to be done (max_tokens 0 finishes at once, before any forward). */
 int gen_seq_finished(const gen_seq *s);
 /* Tokens generated so far; *ids points into s. */

@@ -52,16 +52,11 @@ static int generate(engine *e, uint64_t session, const tokenizer *t, const int32
     gen_seq *s = gen_seq_new(e, session, t, prompt, n_prompt, &p, NULL, NULL, err);
     if (!s) return -1;
     int rc = 0;
-    while (!gen_seq_finished(s)) {
-        const int32_t *ids;
-        int n_ids, all;
-        float *logits;
-        gen_seq_input(s, &ids, &n_ids, &all, &logits);
-        if (e->ops->forward(e, session, ids, n_ids, logits, all, err) || gen_seq_feed(s, err) < 0) {
+    while (!gen_seq_finished(s))
+        if (gen_seq_step(s, err) < 0) {
             rc = -1;
             break;
         }
-    }
     const int32_t *ids;
     int got = gen_seq_tokens(s, &ids);
     if (!rc) {

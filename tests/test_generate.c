@@ -105,13 +105,11 @@ static int run_one(engine *e, const tokenizer *t, const int32_t *prompt, int n, 
     gen_seq *s = gen_seq_new(e, 7, t, prompt, n, p, put, &sk, err);
     if (!s) return -1;
     int rc = 0;
-    while (!gen_seq_finished(s)) {
-        const int32_t *ids;
-        int n_ids, all;
-        float *logits;
-        gen_seq_input(s, &ids, &n_ids, &all, &logits);
-        if (e->ops->forward(e, 7, ids, n_ids, logits, all, err) || gen_seq_feed(s, err) < 0) { rc = -1; break; }
-    }
+    while (!gen_seq_finished(s))
+        if (gen_seq_step(s, err) < 0) {
+            rc = -1;
+            break;
+        }
     take_result(s, &sk, o);
     gen_seq_free(&s);
     return rc;
