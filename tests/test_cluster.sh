@@ -7,14 +7,8 @@
 MASTER=$1 WORKER=$2 GEN=$3 UNITS=$4 WORK=$5
 [ -n "$WORK" ] || { echo "usage: $0 MASTER WORKER GEN UNITS WORKDIR"; exit 2; }
 rm -rf "$WORK" && mkdir -p "$WORK" || exit 2
+. "$(cd "$(dirname "$0")" && pwd)/check.sh"
 cd "$WORK" || exit 2
-PASS=0 FAIL=0
-PIDS=""
-cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; sleep 0.2; for p in $PIDS; do kill -9 "$p" 2>/dev/null; done; }
-trap cleanup EXIT INT TERM
-ok() { PASS=$((PASS + 1)); echo "ok   $1"; }
-bad() { FAIL=$((FAIL + 1)); echo "FAIL $1"; }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
 # distinct ports per run: from the PID, in 20000..59999, 8 consecutive
 BASE=$((20000 + ($$ * 8) % 40000))
 P1=$BASE P2=$((BASE + 1)) P3=$((BASE + 2)) PV=$((BASE + 3)) PDEAD=$((BASE + 4))

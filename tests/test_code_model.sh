@@ -17,13 +17,8 @@ MASTER=$1 WORKER=$2 CHECKER=$3 FIX=$4 WORK=$5
 abs() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 MASTER=$(abs "$MASTER") WORKER=$(abs "$WORKER") CHECKER=$(abs "$CHECKER") FIX=$(abs "$FIX")
 rm -rf "$WORK" && mkdir -p "$WORK/cases" || exit 2
+. "$(cd "$(dirname "$0")" && pwd)/check.sh"
 cd "$WORK" || exit 2
-PASS=0 FAIL=0 PIDS=""
-cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; sleep 0.2; for p in $PIDS; do kill -9 "$p" 2>/dev/null; done; }
-trap cleanup EXIT INT TERM
-ok() { PASS=$((PASS + 1)); echo "ok   $1"; }
-bad() { FAIL=$((FAIL + 1)); echo "FAIL $1"; }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
 finish() { cleanup; PIDS=""; echo "$PASS passed, $FAIL failed"; [ "$FAIL" -eq 0 ]; exit $?; }
 T="timeout 60"
 BASE=$((20000 + ($$ * 8) % 40000))

@@ -7,13 +7,8 @@
 SERVER=$1 MASTER=$2 WORKER=$3 GEN=$4 TESTGEN=$5 TOKDIR=$6 NPM=$7 CLIENT=$8 WORK=$9
 [ -n "$WORK" ] || { echo "usage: $0 SERVER MASTER WORKER GEN TEST_GENERATE TOKDIR NPM_DIR CLIENT_MJS WORKDIR"; exit 2; }
 rm -rf "$WORK" && mkdir -p "$WORK" || exit 2
+. "$(cd "$(dirname "$0")" && pwd)/check.sh"
 cd "$WORK" || exit 2
-PASS=0 FAIL=0 PIDS=""
-cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; sleep 0.3; for p in $PIDS; do kill -9 "$p" 2>/dev/null; done; }
-trap cleanup EXIT INT TERM
-ok() { PASS=$((PASS + 1)); echo "ok   $1"; }
-bad() { FAIL=$((FAIL + 1)); echo "FAIL $1"; }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
 finish() { echo "$PASS passed, $FAIL failed"; [ "$FAIL" -eq 0 ]; exit $?; }
 BASE=$((20000 + ($$ * 8) % 40000))
 P1=$BASE P2=$((BASE + 1)) P3=$((BASE + 2))
