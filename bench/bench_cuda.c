@@ -43,12 +43,13 @@ static const shape shapes[] = {
 /* the launch configurations timed at each shape: kernel (0: the default), rows, PDL */
 typedef struct {
     const char *name;
-    int variant, rows, pdl;
+    int variant, rows, pdl, bulk;
 } config;
+/* the first three always; the rest with --sweep ("warp" with rows set: never the bulk kernel) */
 static const config configs[] = {
-    {"dflt", 0, 0, 1},  {"dflt-nopdl", 0, 0, 0}, {"regs", 1, 1, 1},  {"regs", 1, 2, 1},
-    {"regs", 1, 4, 1},  {"async", 2, 1, 1},      {"async", 2, 2, 1}, {"async", 2, 4, 1},
-    {"warp", 3, 1, 1},  {"warp", 3, 2, 1},       {"warp", 3, 4, 1},
+    {"dflt", 0, 0, 1, 1},   {"dflt-nopdl", 0, 0, 0, 1}, {"warp-dflt", 0, 0, 1, 0}, {"regs", 1, 1, 1, 1},
+    {"regs", 1, 2, 1, 1},   {"regs", 1, 4, 1, 1},       {"async", 2, 1, 1, 1},     {"async", 2, 2, 1, 1},
+    {"async", 2, 4, 1, 1},  {"warp", 3, 1, 1, 1},       {"warp", 3, 2, 1, 1},      {"warp", 3, 4, 1, 1},
 };
 #define N_CONFIGS (int)(sizeof configs / sizeof configs[0])
 
@@ -100,6 +101,7 @@ typedef struct {
 /* call i of a timing: the matvec of copy i % copies, or (read_sink set) the read ceiling's pure
  * streaming read of that copy's three buffers */
 static unsigned *read_sink;
+static int read_early;
 static void issue(backend *be, bk_weight *ws, int i, int copies, bk_buf *x, bk_buf *y) {
     bk_weight *w = &ws[i % copies];
     if (!read_sink) {
@@ -109,7 +111,7 @@ static void issue(backend *be, bk_weight *ws, int i, int copies, bk_buf *x, bk_b
     const void *bufs[3] = {w->w->d, w->scales->d, w->biases->d};
     size_t groups = (size_t)w->rows * (size_t)(w->cols / w->group_size);
     size_t bytes[3] = {(size_t)w->rows * (size_t)w->cols / 2, groups * 2, groups * 2};
-    cuda_bench_read3(cuda_backend_stream(be), bufs, bytes, read_sink);
+    cuda_bench_read3(cuda_backend_stream(be), bufs, bytes, read_sink, read_early);
 }
 
 /* times `iters` matvecs rotating over the copies, streamed and as a graph replay */
@@ -231,16 +233,19 @@ static int bench_layer(backend *be, int m, double bw, int iters, FILE *js) {
     /* pack: 1 = round 3's lane-group pack (+ norm), 0 = round 2's thread-a-chunk kernels */
     static const struct {
         const char *name;
-        int variant, fuse, pdl, pack, norms;
-    } lc[] = {{"warp, fused, pdl", 0, 1, 1, 1, 0},
-              {"fused, pdl, round-2 pack", 0, 1, 1, 0, 0},
-              {"+norms, fused, pdl", 0, 1, 1, 1, 1},
-              {"+norms, round-2 pack", 0, 1, 1, 0, 1},
-              {"+norms, unfused", 0, 0, 1, 1, 1},
-              {"warp, fused, no pdl", 0, 1, 0, 1, 0},
-              {"warp, unfused, pdl", 0, 0, 1, 1, 0},
-              {"warp, unfused, no pdl", 0, 0, 0, 1, 0},
-              {"regs (round 1)", 1, 0, 0, 0, 0}};
+        int variant, fuse, pdl, pack, norms, bulk;
+    } lc[] = {{"bulk, fused, pdl", 0, 1, 1, 1, 0, 1},
+              {"+norms, bulk, fused, pdl", 0, 1, 1, 1, 1, 1},
+              {"bulk, fused, no pdl", 0, 1, 0, 1, 0, 1},
+              {"warp, fused, pdl", 0, 1, 1, 1, 0, 0},
+              {"fused, pdl, round-2 pack", 0, 1, 1, 0, 0, 0},
+              {"+norms, warp, fused, pdl", 0, 1, 1, 1, 1, 0},
+              {"+norms, round-2 pack", 0, 1, 1, 0, 1, 0},
+              {"+norms, unfused", 0, 0, 1, 1, 1, 0},
+              {"warp, fused, no pdl", 0, 1, 0, 1, 0, 0},
+              {"warp, unfused, pdl", 0, 0, 1, 1, 0, 0},
+              {"warp, unfused, no pdl", 0, 0, 0, 1, 0, 0},
+              {"regs (round 1)", 1, 0, 0, 0, 0, 0}};
     cudaStream_t s = (cudaStream_t)cuda_backend_stream(be);
     int n_layers = iters / 4 < 2 * L ? 2 * L : iters / 4;
     printf("\n%s decoder layer, its 7 matvecs as forward.c issues them (%.1f MB, %d copies):\n", shapes[layer_shapes[m][0]].model,
@@ -249,6 +254,7 @@ static int bench_layer(backend *be, int m, double bw, int iters, FILE *js) {
         cuda_matvec_tune(lc[c].variant, 0, 0);
         cuda_features_set(lc[c].fuse, lc[c].pdl);
         cuda_feature_pack_set(lc[c].pack);
+        cuda_feature_bulk_set(lc[c].bulk);
         double us[2] = {NAN, NAN};
         for (int graph = 0; graph < 2; graph++) {
             cudaEvent_t e0, e1;
@@ -305,6 +311,7 @@ static int bench_layer(backend *be, int m, double bw, int iters, FILE *js) {
     cuda_matvec_tune(0, 0, 0);
     cuda_features_set(1, 1);
     cuda_feature_pack_set(-1);
+    cuda_feature_bulk_set(-1);
     bk_buf *bufs[] = {x, xb, xb2, bq, bk, bv, hb, hb2, nwb};
     for (int i = 0; i < 9; i++) be->ops->buf_free(be, bufs[i]);
     for (int i = 0; i < L * 7; i++) {
@@ -397,12 +404,13 @@ int main(int argc, char **argv) {
         }
         double rel = mag > 0 ? diff / mag : diff;
 
-        int n_cfg = sweep ? N_CONFIGS : 2;
+        int n_cfg = sweep ? N_CONFIGS : 3;
         for (int k = 0; k < n_cfg; k++) {
             const config *cf = &configs[k];
             int R = cf->rows;
             cuda_matvec_tune(cf->variant, R, 0);
             cuda_features_set(-1, cf->pdl);
+            cuda_feature_bulk_set(cf->bulk);
             timing t;
             if (time_matvec(be, ws, copies, xb, yb, iters, &t)) return 1;
             double gbs = bytes / (t.us_stream * 1e-6) / 1e9, gbg = bytes / (t.us_graph * 1e-6) / 1e9;
@@ -423,20 +431,40 @@ int main(int argc, char **argv) {
         }
         cuda_matvec_tune(0, 0, 0);
         cuda_features_set(-1, 1);
-        /* the ceiling: the same bytes through a kernel that only reads them */
-        if (cudaMalloc((void **)&read_sink, 64) == cudaSuccess) {
+        cuda_feature_bulk_set(-1);
+        /* the bulk kernel's copies alone (its sums left out: the result is wrong, hence no check) */
+        cuda_bulk_variant_set(3);
+        {
             timing t;
             if (time_matvec(be, ws, copies, xb, yb, iters, &t)) return 1;
             double gbs = bytes / (t.us_stream * 1e-6) / 1e9, gbg = bytes / (t.us_graph * 1e-6) / 1e9;
             printf("%-13s %-13s %7d %7d %9.1f %10s %3s %9.2f %8.0f %5.1f%% %9.2f %8.0f %5.1f%%\n", sh->model, sh->name,
-                   rows, cols, bytes / 1e6, "read-only", "-", t.us_stream, gbs, 100 * gbs / bw, t.us_graph, gbg,
+                   rows, cols, bytes / 1e6, "bulk-copy", "-", t.us_stream, gbs, 100 * gbs / bw, t.us_graph, gbg,
                    100 * gbg / bw);
             if (js)
                 fprintf(js,
                         ",\n  {\"model\": \"%s\", \"matrix\": \"%s\", \"rows\": %d, \"cols\": %d, \"bytes\": %.0f, "
-                        "\"kernel\": \"read-only ceiling\", \"us\": %.3f, \"GBps\": %.1f, \"us_graph\": %.3f, "
+                        "\"kernel\": \"bulk copies only\", \"us\": %.3f, \"GBps\": %.1f, \"us_graph\": %.3f, "
                         "\"GBps_graph\": %.1f, \"pct_copy\": %.1f, \"pct_copy_graph\": %.1f}",
                         sh->model, sh->name, rows, cols, bytes, t.us_stream, gbs, t.us_graph, gbg, 100 * gbs / bw,
+                        100 * gbg / bw);
+        }
+        cuda_bulk_variant_set(0);
+        /* the ceilings: the same bytes through a kernel that only reads them, after waiting for
+         * the launch before it ("read-only") or while it drains ("read-early") */
+        for (read_early = 0; read_early < 2 && cudaMalloc((void **)&read_sink, 64) == cudaSuccess; read_early++) {
+            timing t;
+            if (time_matvec(be, ws, copies, xb, yb, iters, &t)) return 1;
+            double gbs = bytes / (t.us_stream * 1e-6) / 1e9, gbg = bytes / (t.us_graph * 1e-6) / 1e9;
+            const char *kn = read_early ? "read-early" : "read-only";
+            printf("%-13s %-13s %7d %7d %9.1f %10s %3s %9.2f %8.0f %5.1f%% %9.2f %8.0f %5.1f%%\n", sh->model, sh->name,
+                   rows, cols, bytes / 1e6, kn, "-", t.us_stream, gbs, 100 * gbs / bw, t.us_graph, gbg, 100 * gbg / bw);
+            if (js)
+                fprintf(js,
+                        ",\n  {\"model\": \"%s\", \"matrix\": \"%s\", \"rows\": %d, \"cols\": %d, \"bytes\": %.0f, "
+                        "\"kernel\": \"%s ceiling\", \"us\": %.3f, \"GBps\": %.1f, \"us_graph\": %.3f, "
+                        "\"GBps_graph\": %.1f, \"pct_copy\": %.1f, \"pct_copy_graph\": %.1f}",
+                        sh->model, sh->name, rows, cols, bytes, kn, t.us_stream, gbs, t.us_graph, gbg, 100 * gbs / bw,
                         100 * gbg / bw);
             cudaFree(read_sink);
             read_sink = NULL;

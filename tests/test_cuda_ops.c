@@ -340,8 +340,8 @@ static void test_unfusable(void) {
 
 /* a few decode steps of a small decoder layer, op for op as common/forward.c calls them:
  * every fusion, the PDL chain through norms, rope, cache copies and attention */
-static void test_decode_layer(int bits, bk_dtype dt) {
-    const int hid = 256, nh = 4, nkv = 2, hd = 64, ffn = 640, steps = 4, cap = 8;
+static void test_decode_layer(int bits, bk_dtype dt, int hid, int ffn) {
+    const int nh = 4, nkv = 2, hd = 64, steps = 4, cap = 8;
     const int qd = nh * hd, kvd = nkv * hd;
     wpair wq = wpair_new(qd, hid, bits, 64, dt, 1), wk = wpair_new(kvd, hid, bits, 64, dt, 1),
           wv = wpair_new(kvd, hid, bits, 64, dt, 1), wo = wpair_new(hid, qd, bits, 64, dt, 0),
@@ -384,8 +384,8 @@ static void test_decode_layer(int bits, bk_dtype dt) {
 #undef W_
     }
     double e = pair_err(&x, (size_t)hid);
-    CHECK(e < TOL, "decode layer, %d steps, bits %d %s (fuse %d, pdl %d): rel err %.3g", steps, bits,
-          bk_dtype_name(dt), cuda_feature_fuse(), cuda_feature_pdl(), e);
+    CHECK(e < TOL, "decode layer %d/%d, %d steps, bits %d %s (fuse %d, pdl %d, bulk %d): rel err %.3g", hid, ffn, steps,
+          bits, bk_dtype_name(dt), cuda_feature_fuse(), cuda_feature_pdl(), cuda_feature_bulk(), e);
     pair *ps[] = {&x, &xb, &xb2, &q, &k, &v, &hb, &hb2, &kc, &vc, &inv, &nwp};
     for (size_t j = 0; j < sizeof ps / sizeof ps[0]; j++) pair_free(ps[j]);
     wpair *ws[] = {&wq, &wk, &wv, &wo, &wg, &wu, &wd};
@@ -496,17 +496,33 @@ static void test_fusion(void) {
                 test_fused_add(130, 640, 8, 32, BK_F16);
             }
             cuda_matvec_tune(0, 0, 0);
-            test_fused_qkv(3584, 512, 3584, 4, 64, BK_BF16, 1);
-            test_fused_swiglu(301, 256, 4, 64, BK_BF16, 0);
-            test_fused_swiglu(1000, 896, 4, 64, BK_F16, 1);
-            test_fused_swiglu(77, 160, 8, 32, BK_BF16, 0);
-            test_fused_add(3584, 18944, 4, 64, BK_BF16);
-            test_unfusable();
-            test_rope_sequences();
-            test_norm_sequences(4, BK_BF16);
-            test_norm_sequences(8, BK_F16);
-            test_decode_layer(4, BK_BF16);
-            test_decode_layer(8, BK_F16);
+            /* the default launch: the bulk kernel where it takes the shape, then the warp kernel
+             * at its default rows a warp (STRATA_CUDA_BULK=0) */
+            for (int bulk = 1; bulk >= 0; bulk--) {
+                cuda_feature_bulk_set(bulk);
+                test_fused_qkv(3584, 512, 3584, 4, 64, BK_BF16, 1);
+                test_fused_qkv(1000, 130, 1024, 4, 64, BK_F16, 1); /* ragged tiles */
+                test_fused_qkv(77, 33, 512, 8, 32, BK_F32, 1);
+                test_fused_swiglu(301, 256, 4, 64, BK_BF16, 0);
+                test_fused_swiglu(1000, 896, 4, 64, BK_F16, 1);
+                test_fused_swiglu(77, 160, 8, 32, BK_BF16, 0);
+                test_fused_swiglu(1001, 1024, 4, 64, BK_BF16, 0);
+                test_fused_swiglu(300, 8192, 4, 64, BK_BF16, 1); /* a row pair over 4 warps */
+                test_fused_add(3584, 18944, 4, 64, BK_BF16);
+                test_fused_add(999, 4096, 4, 64, BK_BF16);
+                test_fused_add(250, 2048, 8, 64, BK_F16);
+                test_fused_add(130, 5120, 4, 64, BK_BF16); /* bulk with x read from L1 */
+                test_fused_qkv(300, 40, 5120, 4, 64, BK_BF16, 1);
+                test_unfusable();
+                test_rope_sequences();
+                test_norm_sequences(4, BK_BF16);
+                test_norm_sequences(8, BK_F16);
+                test_decode_layer(4, BK_BF16, 256, 640);
+                test_decode_layer(8, BK_F16, 256, 640);
+                test_decode_layer(4, BK_BF16, 512, 1024); /* every matvec can take the bulk kernel */
+                test_decode_layer(8, BK_F16, 512, 1024);
+            }
+            cuda_feature_bulk_set(-1);
         }
     cuda_features_set(1, 1);
     /* round 2's thread-a-chunk pack kernels (STRATA_CUDA_PACK=0); the rest of this test runs
@@ -519,8 +535,9 @@ static void test_fusion(void) {
     test_fused_add(3584, 18944, 4, 64, BK_BF16);
     test_norm_sequences(4, BK_BF16);
     test_norm_sequences(8, BK_F16);
-    test_decode_layer(4, BK_BF16);
-    test_decode_layer(8, BK_F16);
+    test_decode_layer(4, BK_BF16, 256, 640);
+    test_decode_layer(8, BK_F16, 256, 640);
+    test_decode_layer(4, BK_BF16, 512, 1024);
     cuda_feature_pack_set(1);
 }
 

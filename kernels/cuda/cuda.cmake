@@ -24,6 +24,7 @@ if(STRATA_CUDA)
     kernels/cuda/cuda_backend.cu
     kernels/cuda/cuda_matmul.cu
     kernels/cuda/cuda_matvec.cu
+    kernels/cuda/cuda_matvec_bulk.cu
     kernels/cuda/cuda_ops.cu
   )
   # The directory's C flags (-Wall -Werror, sanitizers) are not nvcc flags: replace them with

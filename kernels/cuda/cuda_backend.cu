@@ -92,7 +92,14 @@ extern "C" int cuda_feature_pdl(void) {
     return feat_pdl;
 }
 
-static int feat_pack = -1, feat_attn = -1;
+static int feat_pack = -1, feat_attn = -1, feat_bulk = -1;
+
+extern "C" void cuda_feature_bulk_set(int on) { feat_bulk = on < 0 ? -1 : on != 0; }
+
+extern "C" int cuda_feature_bulk(void) {
+    if (feat_bulk < 0) feat_bulk = env_on("STRATA_CUDA_BULK");
+    return feat_bulk;
+}
 
 extern "C" void cuda_feature_attn_split_set(int on) { feat_attn = on < 0 ? -1 : on != 0; }
 

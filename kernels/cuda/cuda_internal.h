@@ -41,9 +41,22 @@ int cuda_feature_pdl(void);
  * of a fused group in the same pass; set < 0 leaves the environment's choice */
 void cuda_feature_pack_set(int on);
 int cuda_feature_pack(void);
+/* the bulk matvec (cuda_matvec_bulk.cu, STRATA_CUDA_BULK=0: off): where a group's rows, scales
+ * and biases allow 16-byte bulk copies, tiles of rows stream into a ring of shared-memory
+ * stages by the copy engine of each SM (cp.async.bulk), the first ones requested before the
+ * kernel waits for its predecessor; the warp kernel otherwise and whenever rows_per_warp is
+ * tuned. set < 0 leaves the environment's choice */
+void cuda_feature_bulk_set(int on);
+int cuda_feature_bulk(void);
+/* the bulk kernel's variant (0: automatic): 1 x read from L1 a chunk at a time, 2 x held in
+ * registers (rows of up to 128 chunks; 1 beyond), 3 the copies only, without the sums: WRONG
+ * results, for bench_cuda's ceiling of the copy engine. STRATA_CUDA_BULK_VAR sets it too. */
+void cuda_bulk_variant_set(int v);
 /* the benchmark's read ceiling: one launch that streams three device buffers (16-byte aligned
- * addresses and sizes; -1 otherwise), with the matvec's load instructions and nothing else */
-int cuda_bench_read3(void *stream, const void *const *bufs, const size_t *bytes, unsigned *sink);
+ * addresses and sizes; -1 otherwise), with the matvec's load instructions and nothing else;
+ * early: it reads before it waits for the launch before it (as the bulk matvec requests its
+ * first tiles), else after */
+int cuda_bench_read3(void *stream, const void *const *bufs, const size_t *bytes, unsigned *sink, int early);
 
 /* Quantized matvec (n == 1) kernels and launch shape. variant: CUDA_MV_REGS (next batch
  * prefetched in registers), CUDA_MV_ASYNC (batches prefetched by cp.async into shared

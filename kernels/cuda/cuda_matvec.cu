@@ -35,18 +35,11 @@
 
 #include "kernels/cuda/cuda_device.h"
 #include "kernels/cuda/cuda_internal.h"
+#include "kernels/cuda/cuda_mv_common.h"
 
 #define MVW_MAX_THREADS 256
 #define MVW_LOADS 4              /* 16-byte chunks a lane loads per tile, over its R rows */
-#define MVW_MAX_PACKED (100 << 10) /* bytes of packed x (a stream's scratch buffer) */
 #define XQ_MAX 32639.0f          /* 127 * 256 + 127: the high and low byte both fit an int8 */
-
-struct mvw_part {
-    const uint4 *W;
-    const void *S, *B, *obias;
-    float *y;
-    int obias_dtype, rows, batch0; /* batch0: the first batch of this part */
-};
 
 struct mvw_args {
     mvw_part p[CUDA_MV_MAX_PARTS];
@@ -56,13 +49,6 @@ struct mvw_args {
     int n_parts, cols, group, batches, epi;
 };
 
-/* c + sum over the 4 bytes of a (unsigned) times those of b (signed) */
-__device__ __forceinline__ int dp4a_us(uint32_t a, int b, int c) {
-    int d;
-    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
-    return d;
-}
-
 __device__ __forceinline__ uint4 ldw_stream(const uint4 *p) {
     uint4 r;
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
@@ -70,28 +56,6 @@ __device__ __forceinline__ uint4 ldw_stream(const uint4 *p) {
                  : "l"(p));
     return r;
 }
-
-/* a scale or bias as loaded (raw bits: converted only when used, so that nothing waits on the
- * load before the tile is summed) */
-template <typename ST> __device__ __forceinline__ uint32_t ld_raw(const void *p, size_t i) {
-    if constexpr (sizeof(ST) == 4) return __float_as_uint(__ldg((const float *)p + i));
-    else return __ldg((const unsigned short *)p + i);
-}
-template <typename ST> __device__ __forceinline__ float raw_f(uint32_t r);
-template <> __device__ __forceinline__ float raw_f<float>(uint32_t r) { return __uint_as_float(r); }
-template <> __device__ __forceinline__ float raw_f<__half>(uint32_t r) {
-    return __half2float(__ushort_as_half((unsigned short)r));
-}
-template <> __device__ __forceinline__ float raw_f<__nv_bfloat16>(uint32_t r) { return __uint_as_float(r << 16); }
-
-/* packed x: NI int4 a chunk; int4 i of chunk c sits at c * NI + (i ^ swz(c)) */
-template <int BITS> struct xpack {
-    static constexpr int PC = BITS == 4 ? 32 : 16; /* elements a chunk */
-    static constexpr int NI = BITS == 4 ? 4 : 2;   /* int4s a chunk */
-    static __device__ __forceinline__ int pos(int c, int i) {
-        return c * NI + (i ^ (BITS == 4 ? (c >> 1) & 3 : (c >> 2) & 1));
-    }
-};
 
 /* high and low signed bytes of v (|v| <= 32639): v = 256 hi + lo */
 __device__ __forceinline__ void split16(int v, int &hi, int &lo) {
@@ -133,33 +97,6 @@ __device__ __forceinline__ void pack_chunk(const float *__restrict__ x, int c, i
     }
     /* q4: the odd elements are summed 16 times too large, the even ones are scaled to match */
     xm[c] = make_float2(BITS == 4 ? sx * (1.0f / 16.0f) : sx, X);
-}
-
-/* sum over a chunk of q times the fixed-point x, in the units xm.x scales back */
-template <int BITS> __device__ __forceinline__ int chunk_dot(uint4 w, const int4 (&xq)[xpack<BITS>::NI]) {
-    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-    if constexpr (BITS == 4) {
-        int eh = 0, el = 0, oh = 0, ol = 0;
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            uint32_t even = words[j] & 0x0F0F0F0Fu, odd16 = words[j] & 0xF0F0F0F0u;
-            eh = dp4a_us(even, xq[j].x, eh);
-            el = dp4a_us(even, xq[j].y, el);
-            oh = dp4a_us(odd16, xq[j].z, oh);
-            ol = dp4a_us(odd16, xq[j].w, ol);
-        }
-        /* |result| <= 2^28: 16 (256 eh + el) + 256 oh + ol */
-        return eh * 4096 + el * 16 + oh * 256 + ol;
-    } else {
-        int h = 0, l = 0;
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            const int4 &q = xq[j >> 1];
-            h = dp4a_us(words[j], j & 1 ? q.z : q.x, h);
-            l = dp4a_us(words[j], j & 1 ? q.w : q.y, l);
-        }
-        return h * 256 + l;
-    }
 }
 
 /* the rows of batch b: part k[r], row[r] (clamped into the part), ok[r] whether it exists */
@@ -323,12 +260,22 @@ __global__ void __launch_bounds__(MVW_MAX_THREADS, 2) mv_warp_kernel(const __gri
 #undef MVW_NEXT
 }
 
+/* The packs wait for the kernel before them (it writes x). early: they let the matvec after
+ * them launch first (it waits for the pack in turn), so that a bulk matvec requests its first
+ * tiles while the kernels before it still run; the warp kernel prefetches one tile only and
+ * keeps the plain order. */
+__device__ __forceinline__ void pdl_order(int early) {
+    if (early) pdl_trigger();
+    pdl_wait();
+    if (!early) pdl_trigger();
+}
+
 /* x into the packed layout, one thread a chunk; launched right before the matvec, whose
  * weight prefetch overlaps it (PDL) */
 template <int BITS>
-__global__ void __launch_bounds__(128) mv_pack_kernel(const float *__restrict__ x, int chunks, int4 *xq, float2 *xm) {
-    pdl_wait(); /* x is written by the kernel before */
-    pdl_trigger();
+__global__ void __launch_bounds__(128) mv_pack_kernel(const float *__restrict__ x, int chunks, int4 *xq, float2 *xm,
+                                                      int early) {
+    pdl_order(early); /* x is written by the kernel before */
     int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c < chunks) pack_chunk<BITS>(x, c, xq, xm);
 }
@@ -347,9 +294,8 @@ __device__ float norm_block_sum(float v, float *red) {
 
 template <int BITS>
 __global__ void __launch_bounds__(1024) mv_norm_pack_kernel(const float *x, const void *w, int wdtype, float *out,
-                                                            int dim, float eps, int4 *xq, float2 *xm) {
-    pdl_wait();
-    pdl_trigger();
+                                                            int dim, float eps, int4 *xq, float2 *xm, int early) {
+    pdl_order(early);
     __shared__ float red[32];
     float ss = 0.0f;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += x[i] * x[i];
@@ -395,9 +341,9 @@ __device__ __forceinline__ void pack_lanes(const float (&v)[8], int c, int i, bo
 
 /* thread t packs elements 8t..8t+7: int4 t % NI of chunk t / NI */
 template <int BITS>
-__global__ void __launch_bounds__(128) mv_pack8_kernel(const float *__restrict__ x, int chunks, int4 *xq, float2 *xm) {
-    pdl_wait();
-    pdl_trigger();
+__global__ void __launch_bounds__(128) mv_pack8_kernel(const float *__restrict__ x, int chunks, int4 *xq, float2 *xm,
+                                                       int early) {
+    pdl_order(early);
     constexpr int NI = xpack<BITS>::NI;
     int t = blockIdx.x * blockDim.x + threadIdx.x;
     bool ok = t < chunks * NI;
@@ -415,9 +361,8 @@ __global__ void __launch_bounds__(128) mv_pack8_kernel(const float *__restrict__
  * read of x precedes the block's reduction barrier, every write follows it */
 template <int BITS>
 __global__ void __launch_bounds__(1024) mv_norm_pack8_kernel(const float *x, const void *w, int wdtype, float *out,
-                                                             int dim, float eps, int4 *xq, float2 *xm) {
-    pdl_wait();
-    pdl_trigger();
+                                                             int dim, float eps, int4 *xq, float2 *xm, int early) {
+    pdl_order(early);
     __shared__ float red[32];
     constexpr int NI = xpack<BITS>::NI;
     int t = threadIdx.x;
@@ -512,6 +457,31 @@ extern "C" int cuda_warp_compatible(const bk_weight *a, const bk_weight *b) {
            a->group_size == b->group_size && a->sdtype == b->sdtype;
 }
 
+/* the launch that packs x (or computes the group's RMSNorm and packs its output) into xq, xm */
+template <int BITS>
+static void launch_pack(cudaStream_t s, const int4 *xq, const float2 *xm, const float *x, const cuda_mv_group *g,
+                        int cols, int early) {
+    int chunks = cols / xpack<BITS>::PC;
+    bool pack8 = cuda_feature_pack() && ((uintptr_t)x & 15) == 0;
+    if (g->norm_x && pack8 && g->norm_dim % xpack<BITS>::PC == 0 && g->norm_dim <= 8192 &&
+        ((uintptr_t)g->norm_x & 15) == 0) {
+        int d = g->norm_dim, nt = (d / 8 + 31) / 32 * 32;
+        cu_launch(s, dim3(1), dim3(nt), 0, mv_norm_pack8_kernel<BITS>, g->norm_x, g->norm_w, g->norm_wdtype,
+                  (float *)x, d, g->norm_eps, (int4 *)xq, (float2 *)xm, early);
+    } else if (g->norm_x) {
+        int d = g->norm_dim, nt = d >= 1024 ? 1024 : d >= 256 ? 256 : 64; /* as cuda_launch_rmsnorm */
+        cu_launch(s, dim3(1), dim3(nt), 0, mv_norm_pack_kernel<BITS>, g->norm_x, g->norm_w, g->norm_wdtype, (float *)x,
+                  d, g->norm_eps, (int4 *)xq, (float2 *)xm, early);
+    } else if (pack8) {
+        int nt = chunks * xpack<BITS>::NI;
+        cu_launch(s, dim3((unsigned)((nt + 127) / 128)), dim3(128), 0, mv_pack8_kernel<BITS>, x, chunks, (int4 *)xq,
+                  (float2 *)xm, early);
+    } else {
+        cu_launch(s, dim3((unsigned)((chunks + 127) / 128)), dim3(128), 0, mv_pack_kernel<BITS>, x, chunks,
+                  (int4 *)xq, (float2 *)xm, early);
+    }
+}
+
 template <int BITS, typename ST, int R>
 static void launch_r(cudaStream_t s, mvw_args &a, const float *x, const cuda_mv_group *g, int blocks_per_sm) {
     auto kernel = mv_warp_kernel<BITS, ST, R>;
@@ -547,25 +517,7 @@ static void launch_r(cudaStream_t s, mvw_args &a, const float *x, const cuda_mv_
     long grid = (long)per_sm * sms(), need = (total + warps - 1) / warps;
     if (grid > need) grid = need;
     if (grid < 1) grid = 1;
-    int chunks = a.cols / xpack<BITS>::PC;
-    bool pack8 = cuda_feature_pack() && ((uintptr_t)x & 15) == 0;
-    if (g->norm_x && pack8 && g->norm_dim % xpack<BITS>::PC == 0 && g->norm_dim <= 8192 &&
-        ((uintptr_t)g->norm_x & 15) == 0) {
-        int d = g->norm_dim, nt = (d / 8 + 31) / 32 * 32;
-        cu_launch(s, dim3(1), dim3(nt), 0, mv_norm_pack8_kernel<BITS>, g->norm_x, g->norm_w, g->norm_wdtype,
-                  (float *)x, d, g->norm_eps, (int4 *)a.xq, (float2 *)a.xm);
-    } else if (g->norm_x) {
-        int d = g->norm_dim, nt = d >= 1024 ? 1024 : d >= 256 ? 256 : 64; /* as cuda_launch_rmsnorm */
-        cu_launch(s, dim3(1), dim3(nt), 0, mv_norm_pack_kernel<BITS>, g->norm_x, g->norm_w, g->norm_wdtype, (float *)x,
-                  d, g->norm_eps, (int4 *)a.xq, (float2 *)a.xm);
-    } else if (pack8) {
-        int nt = chunks * xpack<BITS>::NI;
-        cu_launch(s, dim3((unsigned)((nt + 127) / 128)), dim3(128), 0, mv_pack8_kernel<BITS>, x, chunks, (int4 *)a.xq,
-                  (float2 *)a.xm);
-    } else {
-        cu_launch(s, dim3((unsigned)((chunks + 127) / 128)), dim3(128), 0, mv_pack_kernel<BITS>, x, chunks,
-                  (int4 *)a.xq, (float2 *)a.xm);
-    }
+    launch_pack<BITS>(s, a.xq, a.xm, x, g, a.cols, 0);
     cu_launch(s, dim3((unsigned)grid), dim3(threads), smem, kernel, a);
 }
 
@@ -608,6 +560,25 @@ extern "C" int cuda_launch_mv_group(void *stream, const cuda_mv_group *g, const 
     a.cols = w0->cols;
     a.group = w0->group_size;
     a.epi = g->epilogue;
+    if (cuda_feature_bulk() && !rows_per_warp && !blocks_per_sm) {
+        mvb_in in;
+        memcpy(in.p, a.p, sizeof in.p);
+        in.xq = a.xq;
+        in.xm = a.xm;
+        in.add_to = a.add_to;
+        in.n_parts = a.n_parts;
+        in.cols = a.cols;
+        in.group = a.group;
+        in.bits = w0->bits;
+        in.sdtype = (int)w0->sdtype;
+        in.epi = a.epi;
+        if (mv_bulk_takes(&in)) {
+            if (w0->bits == 4) launch_pack<4>(s, a.xq, a.xm, x, g, a.cols, 1);
+            else launch_pack<8>(s, a.xq, a.xm, x, g, a.cols, 1);
+            mv_bulk_launch(s, &in);
+            return 0;
+        }
+    }
     /* rows a warp (each x load serves R rows): measured on an H100 at the 7b/8b shapes
      * (bench/RESULTS-cuda.md), 2 beat 1 by 6-18% from 3584 rows up, 4 won only on the
      * lm_heads (+2%); 1 for small matrices, where more warps matter more. SwiGLU pairs are two
