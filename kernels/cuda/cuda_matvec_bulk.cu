@@ -189,16 +189,22 @@ __global__ void __launch_bounds__(MVB_MAX_WARPS * 32, VAR == 2 ? 1 : 2) mv_bulk_
     /* the warp's rows in a tile: rows 2w and 2w + 1, or row w of gate and of up */
     const int ra = swiglu ? w : 2 * w, rb = swiglu ? w : 2 * w + 1, slot_b = swiglu ? a.slot_bytes : 0;
     const int sc_off = a.tr * a.row_bytes, bi_off = a.tr * (a.row_bytes + a.sb);
-    /* VAR 2: the lane's x (chunks lane + 32 u, up to 128 chunks a row) once, in registers */
+    /* VAR 2: the lane's x (chunks lane + 32 u, up to 128 chunks a row) once, in registers, with
+     * the groups of those chunks and whether they exist (kept out of the tile loop) */
     int4 xr[VAR == 2 ? 4 : 1][NI];
     float2 xmr[VAR == 2 ? 4 : 1];
+    int gu[VAR == 2 ? 4 : 1];
+    unsigned okm = 0;
     if constexpr (VAR == 2) {
 #pragma unroll
         for (int u = 0; u < 4; u++) {
             int c = lane + 32 * u;
+            bool ok = c < chunks;
+            okm |= ok ? 1u << u : 0u;
+            gu[u] = cpg_shift >= 0 ? c >> cpg_shift : c / cpg;
 #pragma unroll
-            for (int j = 0; j < NI; j++) xr[u][j] = c < chunks ? __ldg(a.xq + xpack<BITS>::pos(c, j)) : make_int4(0, 0, 0, 0);
-            xmr[u] = c < chunks ? __ldg(a.xm + c) : make_float2(0.0f, 0.0f);
+            for (int j = 0; j < NI; j++) xr[u][j] = ok ? __ldg(a.xq + xpack<BITS>::pos(c, j)) : make_int4(0, 0, 0, 0);
+            xmr[u] = ok ? __ldg(a.xm + c) : make_float2(0.0f, 0.0f);
         }
     }
     for (int i = 0; i < mine; i++) {
@@ -214,12 +220,8 @@ __global__ void __launch_bounds__(MVB_MAX_WARPS * 32, VAR == 2 ? 1 : 2) mv_bulk_
             B = (float)wb[lane];
         } else if constexpr (VAR == 2) {
 #pragma unroll
-            for (int u = 0; u < 4; u++) {
-                int c = lane + 32 * u;
-                if (c < chunks)
-                    mvb_chunk<BITS, ST>(wa, wb, sa, ba, sb, bb, c, cpg_shift >= 0 ? c >> cpg_shift : c / cpg, xr[u],
-                                        xmr[u], A, B);
-            }
+            for (int u = 0; u < 4; u++)
+                if (okm >> u & 1u) mvb_chunk<BITS, ST>(wa, wb, sa, ba, sb, bb, lane + 32 * u, gu[u], xr[u], xmr[u], A, B);
         } else { /* x from L1 */
 #pragma unroll 2
             for (int c = lane; c < chunks; c += 32) {
@@ -301,11 +303,19 @@ static int plan(const mvb_in *in, mvb_args *a, int *warps) {
     /* warps a block: 8 where every block gets 4 tiles or more, else fewer, so that small
      * matrices spread over all SMs in small tiles; 16 warps an SM share its shared memory */
     int W = 0, stages = 0;
+    static int force_w = -1, cap_st = -1;
+    if (force_w < 0) {
+        const char *e = getenv("STRATA_CUDA_BULK_W"), *f = getenv("STRATA_CUDA_BULK_STAGES");
+        force_w = e ? atoi(e) : 0;
+        cap_st = f ? atoi(f) : 0;
+    }
     for (int w = MVB_MAX_WARPS; w >= 2; w >>= 1) {
+        if (force_w && w != force_w) continue;
         int tr = swiglu ? w : 2 * w, blocks = MVB_SM_WARPS / w * dev_sms;
         long stage = parts * tr * per_row, budget = (long)sm_smem() * w / MVB_SM_WARPS - 1024;
         int n = (int)((budget - MVB_HEAD) / stage);
         if (n > MVB_MAX_STAGES) n = MVB_MAX_STAGES;
+        if (cap_st >= 2 && n > cap_st) n = cap_st;
         if (n < 2) continue;
         W = w;
         stages = n;
