@@ -52,6 +52,9 @@ int cuda_feature_bulk(void);
  * registers (rows of up to 128 chunks; 1 beyond), 3 the copies only, without the sums: WRONG
  * results, for bench_cuda's ceiling of the copy engine. STRATA_CUDA_BULK_VAR sets it too. */
 void cuda_bulk_variant_set(int v);
+/* (environment only, benchmarks) STRATA_CUDA_BULK_W=2|4|8 forces the warps a block of the bulk
+ * kernel, STRATA_CUDA_BULK_STAGES=N caps its stages (default: 8 warps where every block gets 4
+ * tiles or more, else fewer; as many stages as fit, at most 8) */
 /* the benchmark's read ceiling: one launch that streams three device buffers (16-byte aligned
  * addresses and sizes; -1 otherwise), with the matvec's load instructions and nothing else;
  * early: it reads before it waits for the launch before it (as the bulk matvec requests its
