@@ -13,9 +13,12 @@
  * Then one decoder layer's matvecs as common/forward.c issues them (q, k, v; o + residual add;
  * gate, up + swiglu; down + residual add), over enough layer copies to exceed L2, with the
  * fusion of matvecs that share x and PDL each on and off. Prints tables; --json writes the
- * numbers. After each shape, a "read-only" row: the same bytes, rotated the same way, through a
- * kernel that only streams them with the matvec's load instruction: the ceiling of any kernel
- * that must read those bytes at that size, launch and ramp included. */
+ * numbers. After each shape, ceiling rows: "read-only", the same bytes, rotated the same way,
+ * through a kernel that only streams them with the matvec's load instruction (the ceiling of any
+ * kernel that must read those bytes at that size after waiting for the launch before it, ramp
+ * included); "read-early", the same kernel reading while the launch before it drains (as the
+ * bulk matvec requests its first tiles); "bulk-copy", the bulk matvec's copies without its sums.
+ * "warp-dflt" is the warp kernel (round 3) where the default is the bulk kernel (round 5). */
 #include <cuda_runtime_api.h>
 
 #include <math.h>
@@ -432,43 +435,33 @@ int main(int argc, char **argv) {
         cuda_matvec_tune(0, 0, 0);
         cuda_features_set(-1, 1);
         cuda_feature_bulk_set(-1);
-        /* the bulk kernel's copies alone (its sums left out: the result is wrong, hence no check) */
-        cuda_bulk_variant_set(3);
-        {
-            timing t;
-            if (time_matvec(be, ws, copies, xb, yb, iters, &t)) return 1;
-            double gbs = bytes / (t.us_stream * 1e-6) / 1e9, gbg = bytes / (t.us_graph * 1e-6) / 1e9;
-            printf("%-13s %-13s %7d %7d %9.1f %10s %3s %9.2f %8.0f %5.1f%% %9.2f %8.0f %5.1f%%\n", sh->model, sh->name,
-                   rows, cols, bytes / 1e6, "bulk-copy", "-", t.us_stream, gbs, 100 * gbs / bw, t.us_graph, gbg,
-                   100 * gbg / bw);
-            if (js)
-                fprintf(js,
-                        ",\n  {\"model\": \"%s\", \"matrix\": \"%s\", \"rows\": %d, \"cols\": %d, \"bytes\": %.0f, "
-                        "\"kernel\": \"bulk copies only\", \"us\": %.3f, \"GBps\": %.1f, \"us_graph\": %.3f, "
-                        "\"GBps_graph\": %.1f, \"pct_copy\": %.1f, \"pct_copy_graph\": %.1f}",
-                        sh->model, sh->name, rows, cols, bytes, t.us_stream, gbs, t.us_graph, gbg, 100 * gbs / bw,
-                        100 * gbg / bw);
-        }
-        cuda_bulk_variant_set(0);
         /* the ceilings: the same bytes through a kernel that only reads them, after waiting for
-         * the launch before it ("read-only") or while it drains ("read-early") */
-        for (read_early = 0; read_early < 2 && cudaMalloc((void **)&read_sink, 64) == cudaSuccess; read_early++) {
+         * the launch before it ("read-only") or while it drains ("read-early"), and the bulk
+         * kernel's copies without its sums ("bulk-copy": a wrong result, hence no check) */
+        static const char *const ceilings[] = {"read-only", "read-early", "bulk-copy"};
+        for (int c = 0; c < 3; c++) {
+            if (c < 2 && cudaMalloc((void **)&read_sink, 64) != cudaSuccess) continue;
+            read_early = c == 1;
+            if (c == 2) cuda_bulk_variant_set(3);
             timing t;
             if (time_matvec(be, ws, copies, xb, yb, iters, &t)) return 1;
             double gbs = bytes / (t.us_stream * 1e-6) / 1e9, gbg = bytes / (t.us_graph * 1e-6) / 1e9;
-            const char *kn = read_early ? "read-early" : "read-only";
             printf("%-13s %-13s %7d %7d %9.1f %10s %3s %9.2f %8.0f %5.1f%% %9.2f %8.0f %5.1f%%\n", sh->model, sh->name,
-                   rows, cols, bytes / 1e6, kn, "-", t.us_stream, gbs, 100 * gbs / bw, t.us_graph, gbg, 100 * gbg / bw);
+                   rows, cols, bytes / 1e6, ceilings[c], "-", t.us_stream, gbs, 100 * gbs / bw, t.us_graph, gbg,
+                   100 * gbg / bw);
             if (js)
                 fprintf(js,
                         ",\n  {\"model\": \"%s\", \"matrix\": \"%s\", \"rows\": %d, \"cols\": %d, \"bytes\": %.0f, "
                         "\"kernel\": \"%s ceiling\", \"us\": %.3f, \"GBps\": %.1f, \"us_graph\": %.3f, "
                         "\"GBps_graph\": %.1f, \"pct_copy\": %.1f, \"pct_copy_graph\": %.1f}",
-                        sh->model, sh->name, rows, cols, bytes, kn, t.us_stream, gbs, t.us_graph, gbg, 100 * gbs / bw,
-                        100 * gbg / bw);
-            cudaFree(read_sink);
-            read_sink = NULL;
+                        sh->model, sh->name, rows, cols, bytes, ceilings[c], t.us_stream, gbs, t.us_graph, gbg,
+                        100 * gbs / bw, 100 * gbg / bw);
+            if (c < 2) {
+                cudaFree(read_sink);
+                read_sink = NULL;
+            }
         }
+        cuda_bulk_variant_set(0);
         for (int c = 0; c < copies; c++) {
             be->ops->buf_free(be, ws[c].w);
             be->ops->buf_free(be, ws[c].scales);
