@@ -2,7 +2,7 @@
  *
  *   bench_cpu [--threads N] [--json FILE] [--quick] [--skip-models] [--skip-kernels] [--model DIR]
  *             [--models SHAPE[:LAYERS],...] [--kernels MODEL[/MATRIX],...] [--prefill N] [--decode N] [--ns N,...]
- *             [--ab] [--rounds N]
+ *             [--ab] [--ab-var NAME] [--ab-live NAME] [--rounds N] [--side-probe]
  *
  * (1) read bandwidth, 1 thread and all threads; (2) q4 matvec and matmul GB/s and GFLOP/s at the
  * matrix shapes of qwen2.5-0.5b, llama-3.2-1b and qwen2.5-7b (random weights in memory, copies
@@ -13,9 +13,15 @@
  *
  * --ab: every matmul and model row twice, alternating, with the 4-bit weights in the checkpoint
  * layout ("old", STRATA_CPU_REPACK=0) and repacked ("new", the default): a before/after in one
- * run of one binary. --rounds N repeats the model rows N times (alternating with --ab): on a
+ * run of one binary; --ab-var NAME flips another switch of cpu_fast.h the same way (NAME=0 is
+ * "old", e.g. STRATA_CPU_FUSE). --ab-live NAME (fuse): one model, the option switched
+ * between prefills and between decode tokens (cpu_fast_option), old and new side by side in
+ * time. --side-probe: a 256 MB read with all threads after every timed decode token; the model
+ * rows then also give the median probe and the median of (token's weight GB/s / its probe).
+ * --rounds N repeats the model rows N times (alternating with --ab): on a
  * shared machine one run is not a measurement. */
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +38,11 @@ static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
 }
 
 static uint64_t rng = 88172645463325252ull;
@@ -86,6 +97,60 @@ static double read_bw(int threads, size_t bytes, int huge) {
     tp_free(&tp);
     return best;
 }
+
+/* The probe again between decode tokens: on this shared VM the bandwidth left to us moves by 2x
+ * within seconds (other tenants), so a token is set against a read of the same moment. Plain
+ * threads (started per probe, gone after) rather than a pool, whose workers would spin beside the
+ * backend's. */
+typedef struct {
+    uint64_t *p;
+    size_t n; /* uint64 words */
+} side_probe;
+
+typedef struct {
+    bw_job *j;
+    int ith, nth;
+} side_arg;
+
+static void *side_thread(void *arg) {
+    side_arg *a = arg;
+    bw_run(a->j, a->ith, a->nth, a->ith);
+    return NULL;
+}
+
+static int side_probe_new(side_probe *sp, size_t bytes) {
+    sp->p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (sp->p == MAP_FAILED) return sp->p = NULL, -1;
+    sp->n = bytes / 8;
+    for (size_t i = 0; i < sp->n; i++) sp->p[i] = i * 0x9e3779b97f4a7c15ull;
+    return 0;
+}
+
+static void side_probe_free(side_probe *sp) {
+    if (sp->p) munmap(sp->p, sp->n * 8);
+    sp->p = NULL;
+}
+
+/* GB/s of one read of the buffer by `threads` threads */
+static double side_probe_run(side_probe *sp, int threads) {
+    bw_job j = {sp->p, sp->n, {0}};
+    pthread_t th[16];
+    side_arg args[16];
+    if (threads > 16) threads = 16;
+    usleep(5000); /* the backend pool's idle workers spin, then yield, then sleep (threadpool.c): asleep by now */
+    int ok[16] = {0};
+    double t0 = now();
+    for (int i = 1; i < threads; i++) {
+        args[i] = (side_arg){&j, i, threads};
+        ok[i] = !pthread_create(&th[i], NULL, side_thread, &args[i]);
+    }
+    bw_run(&j, 0, threads, 0);
+    for (int i = 1; i < threads; i++)
+        if (ok[i]) pthread_join(th[i], NULL);
+        else bw_run(&j, i, threads, i);
+    return (double)(sp->n * 8) / (now() - t0) / 1e9;
+}
+
 
 /* ---- (2) matmul at model shapes ---- */
 
@@ -161,16 +226,18 @@ static double time_matmul(backend *be, int rows, int cols, int n, int min_reps) 
     return best;
 }
 
-/* a fast backend with the repacked 4-bit path on (repack = 1) or off (0), or as the environment
- * says (-1) */
+/* the switch --ab flips: STRATA_CPU_REPACK (round 4), or another of cpu_fast.h's with --ab-var */
+static const char *ab_var = "STRATA_CPU_REPACK";
+
+/* a fast backend with ab_var on (repack = 1) or off (0), or as the environment says (-1) */
 static backend *fast_backend(int threads, int repack, strata_err *err) {
-    const char *old = getenv("STRATA_CPU_REPACK");
+    const char *old = getenv(ab_var);
     char saved[16] = "";
     if (old) snprintf(saved, sizeof saved, "%s", old);
-    if (repack >= 0) setenv("STRATA_CPU_REPACK", repack ? "1" : "0", 1);
+    if (repack >= 0) setenv(ab_var, repack ? "1" : "0", 1);
     backend *be = backend_cpu_fast_new(threads, err);
-    if (old) setenv("STRATA_CPU_REPACK", saved, 1);
-    else unsetenv("STRATA_CPU_REPACK");
+    if (old) setenv(ab_var, saved, 1);
+    else unsetenv(ab_var);
     return be;
 }
 
@@ -178,12 +245,27 @@ static backend *fast_backend(int threads, int repack, strata_err *err) {
 
 typedef struct {
     double prefill_tps, decode_tps, decode_med_tps, weight_bytes_per_token;
+    double huge_mb; /* AnonHugePages of the process after decode: how much of the repacked weights THP backs */
+    double side_gbs, side_frac; /* with --side-probe: median probe between tokens, median token / its probe */
 } model_result;
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
+static double median_of(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n ? v[n / 2] : 0.0;
 }
+
+/* --side-probe: the probe after every decode token of the timed round; fills the result's
+ * side_gbs and side_frac from the tokens' times (before they are sorted) */
+static side_probe side;
+static void side_result(model_result *r, const double *tok, double *probe, int n, double bytes) {
+    double *frac = malloc(sizeof(double) * (size_t)n);
+    if (!frac || !side.p) { free(frac); r->side_gbs = r->side_frac = 0.0; return; }
+    for (int i = 0; i < n; i++) frac[i] = bytes / tok[i] / 1e9 / probe[i];
+    r->side_frac = median_of(frac, n);
+    r->side_gbs = median_of(probe, n);
+    free(frac);
+}
+
 
 static size_t weight_bytes(const model *m) {
     size_t total = 0;
@@ -202,6 +284,17 @@ static size_t weight_bytes(const model *m) {
     total += h->bits ? (size_t)h->rows * h->cols * h->bits / 8 + 2 * (size_t)h->rows * (h->cols / h->group_size) * bk_dtype_size(h->sdtype)
                      : (size_t)h->rows * h->cols * bk_dtype_size(h->wdtype);
     return total;
+}
+
+/* transparent huge pages the process holds, MB (-1 where /proc does not say) */
+static double anon_huge_mb(void) {
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    char line[256];
+    double kb = -1.0;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "AnonHugePages:", 14)) kb = atof(line + 14);
+    if (f) fclose(f);
+    return kb < 0 ? -1.0 : kb / 1024.0;
 }
 
 static int run_model(const char *dir, int threads, int repack, int n_prefill, int n_decode, model_result *res, strata_err *err) {
@@ -233,27 +326,105 @@ static int run_model(const char *dir, int threads, int repack, int n_prefill, in
     res->prefill_tps = n_prefill / (now() - t0);
     /* decode continues after the prompt (attention spans 512+ positions, as in use); one
      * untimed round first so that the threads and caches are warm */
-    double t_all = 0.0, *tok = malloc(sizeof(double) * (size_t)n_decode);
-    if (!tok) { err_set(err, "out of memory"); goto done; }
+    double t_all = 0.0, *tok = malloc(sizeof(double) * (size_t)n_decode), *probe = malloc(sizeof(double) * (size_t)n_decode);
+    if (!tok || !probe) { free(tok), free(probe); err_set(err, "out of memory"); goto done; }
     for (int round = 0; round < 2; round++) {
         kv_trim(kv, n_prefill, err);
-        t0 = now();
+        double busy = 0.0;
         for (int i = 0; i < n_decode; i++) {
             double ti = now();
-            if (fwd_run(fs, kv, ids + i % n_prefill, NULL, 1, NULL, logits, 0, err)) { free(tok); goto done; }
+            if (fwd_run(fs, kv, ids + i % n_prefill, NULL, 1, NULL, logits, 0, err)) { free(tok), free(probe); goto done; }
             tok[i] = now() - ti;
+            busy += tok[i];
+            if (side.p && round == 1) probe[i] = side_probe_run(&side, threads);
         }
-        t_all = (now() - t0) / n_decode;
+        t_all = busy / n_decode;
     }
+    side_result(res, tok, probe, n_decode, (double)weight_bytes(m));
+    free(probe);
     /* the median token: on a shared machine the mean carries other jobs' time slices */
     qsort(tok, (size_t)n_decode, sizeof *tok, cmp_double);
     res->decode_med_tps = 1.0 / tok[n_decode / 2];
     free(tok);
     res->decode_tps = 1.0 / t_all;
     res->weight_bytes_per_token = (double)weight_bytes(m);
+    res->huge_mb = anon_huge_mb();
     rc = 0;
 done:
     free(logits), free(ids);
+    kv_free(&kv);
+    fwd_free(&fs);
+    model_free(&m);
+    backend_destroy(&be);
+    st_model_close(&st);
+    return rc;
+}
+
+/* --ab-live NAME: one model, the run-time option NAME of the fast backend (cpu_fast_option) off
+ * ("old", res[0]) and on ("new", res[1]) alternating between prefills and between decode tokens,
+ * so that both see the same moments of a shared machine */
+static int run_model_live(const char *dir, int threads, const char *opt, int n_prefill, int n_decode, model_result res[2],
+                          strata_err *err) {
+    model_config cfg;
+    st_model *st = NULL;
+    model *m = NULL;
+    fwd_state *fs = NULL;
+    kv_cache *kv = NULL;
+    backend *be = NULL;
+    float *logits = NULL;
+    int32_t *ids = NULL;
+    double *tok[2] = {NULL, NULL}, *probe[2] = {NULL, NULL}, sum[2] = {0.0, 0.0};
+    int rc = -1;
+    if (config_load(dir, &cfg, err) || !(st = st_model_open(dir, err))) goto done;
+    if (!(be = fast_backend(threads, -1, err))) goto done;
+    if (cpu_fast_option(be, opt, 1) < 0) { err_set(err, "--ab-live %s: no such option (fuse)", opt); goto done; }
+    model_part part = {0, cfg.n_layers, 1, 1};
+    if (!(m = model_load(st, &cfg, &part, be, err)) || !(fs = fwd_new(m, n_prefill, err)) ||
+        !(kv = kv_new(m, n_prefill + 2 * n_decode + 8, err)))
+        goto done;
+    logits = malloc(sizeof(float) * (size_t)cfg.vocab_size);
+    ids = malloc(sizeof(int32_t) * (size_t)(n_prefill + 1));
+    tok[0] = malloc(sizeof(double) * (size_t)n_decode);
+    tok[1] = malloc(sizeof(double) * (size_t)n_decode);
+    probe[0] = malloc(sizeof(double) * (size_t)n_decode);
+    probe[1] = malloc(sizeof(double) * (size_t)n_decode);
+    if (!logits || !ids || !tok[0] || !tok[1] || !probe[0] || !probe[1]) { err_set(err, "out of memory"); goto done; }
+    for (int i = 0; i <= n_prefill; i++) ids[i] = (int32_t)(next() % (uint64_t)cfg.vocab_size);
+    if (fwd_run(fs, kv, ids, NULL, 1, NULL, logits, 0, err)) goto done; /* packs and page faults, untimed */
+    for (int v = 0; v < 2; v++) res[v].prefill_tps = 0.0;
+    for (int r = 0; r < 4; r++) { /* old new new old: the better of two each */
+        int v = r == 1 || r == 2;
+        cpu_fast_option(be, opt, v);
+        kv_trim(kv, 0, err);
+        double t0 = now();
+        if (fwd_run(fs, kv, ids, NULL, n_prefill, NULL, logits, 0, err)) goto done;
+        double tps = n_prefill / (now() - t0);
+        if (tps > res[v].prefill_tps) res[v].prefill_tps = tps;
+    }
+    for (int round = 0; round < 2; round++) { /* the first untimed */
+        kv_trim(kv, n_prefill, err);
+        sum[0] = sum[1] = 0.0;
+        for (int i = 0; i < 2 * n_decode; i++) {
+            int v = (i ^ (i >> 1)) & 1; /* old new new old ...: neither always goes first */
+            cpu_fast_option(be, opt, v);
+            double ti = now();
+            if (fwd_run(fs, kv, ids + i % n_prefill, NULL, 1, NULL, logits, 0, err)) goto done;
+            tok[v][i / 2] = now() - ti;
+            sum[v] += tok[v][i / 2];
+            if (side.p && round == 1) probe[v][i / 2] = side_probe_run(&side, threads);
+        }
+    }
+    for (int v = 0; v < 2; v++) {
+        side_result(&res[v], tok[v], probe[v], n_decode, (double)weight_bytes(m));
+        qsort(tok[v], (size_t)n_decode, sizeof *tok[v], cmp_double);
+        res[v].decode_med_tps = 1.0 / tok[v][n_decode / 2];
+        res[v].decode_tps = n_decode / sum[v];
+        res[v].weight_bytes_per_token = (double)weight_bytes(m);
+        res[v].huge_mb = anon_huge_mb();
+    }
+    rc = 0;
+done:
+    free(logits), free(ids), free(tok[0]), free(tok[1]), free(probe[0]), free(probe[1]);
     kv_free(&kv);
     fwd_free(&fs);
     model_free(&m);
@@ -279,7 +450,8 @@ int main(int argc, char **argv) {
     const char *ns_arg = NULL;
     int threads = 0, quick = 0, skip_models = 0, skip_kernels = 0, n_prefill = 512, n_decode = 32, ab = 0, rounds = 1;
     const char *json_path = NULL, *model_dir = NULL, *models = "qwen2.5-0.5b,llama-3.2-1b,qwen2.5-7b:4";
-    const char *kernels = NULL;
+    const char *kernels = NULL, *ab_live = NULL;
+    int side_mb = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--threads") && v) threads = atoi(argv[++i]);
@@ -292,6 +464,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--ns") && v) ns_arg = argv[++i];
         else if (!strcmp(a, "--rounds") && v) rounds = atoi(argv[++i]);
         else if (!strcmp(a, "--ab")) ab = 1;
+        else if (!strcmp(a, "--ab-var") && v) ab_var = argv[++i];
+        else if (!strcmp(a, "--ab-live") && v) ab_live = argv[++i], ab = 1;
+        else if (!strcmp(a, "--side-probe")) side_mb = 256;
         else if (!strcmp(a, "--quick")) quick = 1;
         else if (!strcmp(a, "--skip-models")) skip_models = 1;
         else if (!strcmp(a, "--skip-kernels")) skip_kernels = 1;
@@ -299,7 +474,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "usage: bench_cpu [--threads N] [--json FILE] [--quick] [--skip-models] [--skip-kernels]\n"
                             "                 [--model DIR]"
                             "                 [--models SHAPE[:LAYERS],...] [--kernels MODEL[/MATRIX],...] [--prefill N] [--decode N] [--ns N,...]\n"
-                            "                 [--ab] [--rounds N]\n");
+                            "                 [--ab] [--ab-var NAME] [--ab-live NAME] [--rounds N] [--side-probe]\n");
             return 2;
         }
     }
@@ -392,10 +567,13 @@ int main(int argc, char **argv) {
     json_object_set_new(root, "matmul", jmm);
 
     /* (3) */
+    if (side_mb && side_probe_new(&side, (size_t)side_mb << 20)) { fprintf(stderr, "bench_cpu: out of memory\n"); return 1; }
     json_t *jmod = json_array();
     if (!skip_models) {
-        printf("\n%-18s %4s %12s %12s %12s %12s %10s %10s %8s\n", "model", "path", "prefill t/s", "decode t/s", "median t/s", "MB/token",
-               "eff GB/s", "of bw", "pf/dec");
+        printf("\n%-18s %4s %12s %12s %12s %12s %10s %10s %8s %8s\n", "model", "path", "prefill t/s", "decode t/s", "median t/s", "MB/token",
+               "eff GB/s", "of bw", "pf/dec", "THP MB");
+        if (side.p) printf("%-18s %4s %12s %12s %12s %12s %10s %10s %8s %8s %8s %10s\n", "", "", "", "", "", "", "", "", "", "",
+                           "probe/tok", "tok/probe");
         char tmp[] = "/tmp/strata_bench_XXXXXX";
         int have_tmp = 0;
         char list[512];
@@ -425,16 +603,24 @@ int main(int argc, char **argv) {
             }
             for (int round = 0; round < rounds; round++)
                 for (int v = 0; v < n_var; v++) {
-                    model_result r;
-                    if (run_model(dir, all, var_repack[v], n_prefill, n_decode, &r, &err)) {
+                    model_result r, live[2];
+                    if (ab_live && v == 0 && run_model_live(dir, all, ab_live, n_prefill, n_decode, live, &err)) {
+                        fprintf(stderr, "bench_cpu: %s: %s\n", label, err.msg);
+                        return 1;
+                    }
+                    if (ab_live) r = live[v];
+                    else if (run_model(dir, all, var_repack[v], n_prefill, n_decode, &r, &err)) {
                         fprintf(stderr, "bench_cpu: %s: %s\n", label, err.msg);
                         return 1;
                     }
                     double eff = r.weight_bytes_per_token * r.decode_tps / 1e9;
                     double eff_med = r.weight_bytes_per_token * r.decode_med_tps / 1e9;
                     const char *path = path_name[var_repack[v] < 0 ? 2 : var_repack[v]];
-                    printf("%-18s %4s %12.1f %12.2f %12.2f %12.1f %10.1f %9.0f%% %7.1fx\n", label, path, r.prefill_tps, r.decode_tps,
-                           r.decode_med_tps, r.weight_bytes_per_token / 1e6, eff, 100.0 * eff / bwn, r.prefill_tps / r.decode_tps);
+                    printf("%-18s %4s %12.1f %12.2f %12.2f %12.1f %10.1f %9.0f%% %7.1fx %8.0f", label, path, r.prefill_tps, r.decode_tps,
+                           r.decode_med_tps, r.weight_bytes_per_token / 1e6, eff, 100.0 * eff / bwn, r.prefill_tps / r.decode_tps,
+                           r.huge_mb);
+                    if (side.p) printf(" %8.1f %9.0f%%", r.side_gbs, 100.0 * r.side_frac);
+                    printf("\n");
                     json_t *e = json_object();
                     json_object_set_new(e, "model", json_string(label));
                     json_object_set_new(e, "path", json_string(path));
@@ -448,6 +634,11 @@ int main(int argc, char **argv) {
                     json_object_set_new(e, "effective_gbs", json_real(eff));
                     json_object_set_new(e, "fraction_of_bandwidth", json_real(eff / bwn));
                     json_object_set_new(e, "prefill_over_decode", json_real(r.prefill_tps / r.decode_tps));
+                    json_object_set_new(e, "anon_huge_mb", json_real(r.huge_mb));
+                    if (side.p) {
+                        json_object_set_new(e, "side_probe_gbs_median", json_real(r.side_gbs));
+                        json_object_set_new(e, "fraction_of_side_probe_median", json_real(r.side_frac));
+                    }
                     json_array_append_new(jmod, e);
                 }
             if (!model_dir) {
@@ -464,5 +655,6 @@ int main(int argc, char **argv) {
         return 1;
     }
     json_decref(root);
+    side_probe_free(&side);
     return 0;
 }

@@ -304,6 +304,88 @@ static void test_matmul_weight_rewritten(void) {
     free(q), free(sc), free(bi), free(x);
 }
 
+/* y = W x through a weight description on this function's stack, gone when it returns (a
+ * backend that holds matmuls back must keep its own copy) */
+static void matmul_from_stack(const weight *w, pair px, pair py, int n) {
+    bk_weight wb = w->wb, wr = w->wr;
+    be->ops->matmul(be, &wb, px.b, py.b, n);
+    ref->ops->matmul(ref, &wr, px.r, py.r, n);
+    memset(&wb, 0xff, sizeof wb);
+    memset(&wr, 0xff, sizeof wr);
+}
+
+static pair out_pair(size_t floats) {
+    pair p = {be->ops->buf_alloc(be, sizeof(float) * floats), ref->ops->buf_alloc(ref, sizeof(float) * floats)};
+    if (!p.b || !p.r) { fprintf(stderr, "out of memory\n"); exit(1); }
+    return p;
+}
+
+/* Several matmuls of one input in a row, as q/k/v and gate/up (the cpu backend runs them as one
+ * job), and the sequences that must end such a run early: an op reading an output, a matmul
+ * reading an output, a write to the input, one weight twice, more weights than one job takes.
+ * Its random inputs come from a saved and restored stream, so the cases after it see the inputs
+ * they always saw. */
+static void test_matmul_fused(void) {
+    uint64_t saved_rng = op_rng;
+    static const int ns[] = {1, 3, 8};
+    const int cols = 192, g = 64, nw = 6;
+    static const int rows[] = {45, 16, 17, 192, 33, 64};
+    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+        int n = ns[ni];
+        weight w[6];
+        pair py[6];
+        for (int i = 0; i < nw; i++) {
+            weight_make(&w[i], rows[i], cols, 4, g, i % 2 ? BK_BF16 : BK_F16, i % 3);
+            py[i] = out_pair((size_t)n * rows[i]);
+        }
+        float *x = malloc(sizeof(float) * (size_t)n * cols);
+        fill(x, (size_t)n * cols, 1.0f);
+        pair px = upload(x, sizeof(float) * (size_t)n * cols);
+        char what[96];
+        /* q/k/v: three weights of one input, then every output read */
+        for (int i = 0; i < 3; i++) matmul_from_stack(&w[i], px, py[i], n);
+        for (int i = 0; i < 3; i++) {
+            snprintf(what, sizeof what, "fused q4 %d of 3 [%d x %d] n=%d", i + 1, rows[i], cols, n);
+            compare("matmul", py[i], (size_t)n * rows[i], what);
+        }
+        /* all six of one input (more than one job holds), then an elementwise op on two outputs */
+        for (int i = 0; i < nw; i++) matmul_from_stack(&w[i], px, py[i], n);
+        be->ops->add(be, py[1].b, py[2].b, n * 16);
+        ref->ops->add(ref, py[1].r, py[2].r, n * 16);
+        for (int i = 0; i < nw; i++) {
+            snprintf(what, sizeof what, "fused q4 %d of 6 n=%d (then add)", i + 1, n);
+            compare("matmul", py[i], (size_t)n * rows[i], what);
+        }
+        /* a matmul reading the previous one's output: w[3] is 192 x 192 */
+        matmul_from_stack(&w[0], px, py[0], n);
+        matmul_from_stack(&w[3], px, py[3], n);
+        matmul_from_stack(&w[5], py[3], py[5], n);
+        snprintf(what, sizeof what, "fused q4 chained through an output n=%d", n);
+        compare("matmul", py[5], (size_t)n * rows[5], what);
+        compare("matmul", py[0], (size_t)n * rows[0], "(its neighbour)");
+        /* the input rewritten while matmuls of it may be held */
+        matmul_from_stack(&w[1], px, py[1], n);
+        matmul_from_stack(&w[2], px, py[2], n);
+        for (size_t i = 0; i < (size_t)n * cols; i++) x[i] = x[i] * -0.7f + 0.02f;
+        be->ops->buf_write(be, px.b, 0, x, sizeof(float) * (size_t)n * cols);
+        ref->ops->buf_write(ref, px.r, 0, x, sizeof(float) * (size_t)n * cols);
+        matmul_from_stack(&w[4], px, py[4], n);
+        compare("matmul", py[1], (size_t)n * rows[1], "fused q4 before a write to the input");
+        compare("matmul", py[2], (size_t)n * rows[2], "(second)");
+        compare("matmul", py[4], (size_t)n * rows[4], "(after the write)");
+        /* one weight twice in a row, into two outputs */
+        pair pt = out_pair((size_t)n * rows[2]);
+        matmul_from_stack(&w[2], px, py[2], n);
+        matmul_from_stack(&w[2], px, pt, n);
+        compare("matmul", py[2], (size_t)n * rows[2], "fused q4 one weight twice");
+        compare("matmul", pt, (size_t)n * rows[2], "(second output)");
+        drop(&pt), drop(&px);
+        for (int i = 0; i < nw; i++) drop(&py[i]), weight_free(&w[i]);
+        free(x);
+    }
+    op_rng = saved_rng;
+}
+
 static void test_embed(void) {
     static const struct { int bits, group; bk_dtype dt; } cfgs[] = {
         {4, 64, BK_F16}, {4, 32, BK_BF16}, {8, 128, BK_F32}, {8, 64, BK_F16}, {0, 0, BK_BF16}, {0, 0, BK_F32}};
@@ -320,6 +402,17 @@ static void test_embed(void) {
             char what[96];
             snprintf(what, sizeof what, "bits=%d g=%d %s n=%d", cfgs[c].bits, cfgs[c].group, bk_dtype_name(cfgs[c].dt), n);
             compare("embed", out, (size_t)n * cols, what);
+            if (cfgs[c].bits == 4) { /* again after a matmul of the weight (tied embeddings: a backend may read a converted copy) */
+                float *x = malloc(sizeof(float) * (size_t)cols);
+                for (int i = 0; i < cols; i++) x[i] = 0.1f + 0.01f * (float)(i % 7); /* no draw from the random stream */
+                pair px = upload(x, sizeof(float) * (size_t)cols), py = out_pair((size_t)rows);
+                be->ops->matmul(be, &w.wb, px.b, py.b, 1);
+                be->ops->embed(be, &w.wb, ids, n, out.b);
+                snprintf(what, sizeof what, "bits=4 g=%d %s n=%d after a matmul of it", cfgs[c].group, bk_dtype_name(cfgs[c].dt), n);
+                compare("embed", out, (size_t)n * cols, what);
+                drop(&px), drop(&py);
+                free(x);
+            }
             drop(&out);
             weight_free(&w);
         }
@@ -371,7 +464,8 @@ static void test_rope(void) {
 
 static void test_attention(void) {
     static const struct { int n, pos0, heads, kv, hd; } shapes[] = {
-        {1, 0, 4, 4, 32}, {1, 37, 14, 2, 64}, {5, 11, 8, 2, 16}, {17, 0, 4, 1, 64}, {64, 100, 6, 2, 128}, {3, 500, 7, 7, 64}};
+        {1, 0, 4, 4, 32}, {1, 37, 14, 2, 64}, {5, 11, 8, 2, 16}, {17, 0, 4, 1, 64}, {64, 100, 6, 2, 128}, {3, 500, 7, 7, 64},
+        {2, 30, 16, 1, 256}, {1, 20, 12, 2, 96}, {4, 9, 10, 2, 48}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int n = shapes[s].n, pos0 = shapes[s].pos0, h = shapes[s].heads, kv = shapes[s].kv, hd = shapes[s].hd;
         size_t ql = (size_t)n * h * hd, cl = (size_t)(pos0 + n) * kv * hd;
@@ -501,7 +595,8 @@ int main(int argc, char **argv) {
     }
     ref = backend_cpu_ref_new();
     printf("backend %s against cpu-ref\n", be->ops->name);
-    if (wanted("matmul")) test_matmul(), test_matmul_q4_tiles(), test_matmul_redescribed(), test_matmul_weight_rewritten();
+    if (wanted("matmul"))
+        test_matmul(), test_matmul_q4_tiles(), test_matmul_redescribed(), test_matmul_weight_rewritten(), test_matmul_fused();
     if (wanted("embed")) test_embed();
     if (wanted("rmsnorm")) test_rmsnorm();
     if (wanted("rope")) test_rope();
@@ -530,7 +625,7 @@ int main(int argc, char **argv) {
         CHECK(be != NULL, "backend %s with STRATA_CPU_REPACK=0: %s", name, err.msg);
         if (be) {
             printf("backend %s with STRATA_CPU_REPACK=0 (4-bit matmul)\n", name);
-            test_matmul_q4_tiles(), test_matmul_redescribed(), test_matmul_weight_rewritten();
+            test_matmul_q4_tiles(), test_matmul_redescribed(), test_matmul_weight_rewritten(), test_matmul_fused();
             backend_destroy(&be);
         }
         be = repacked;

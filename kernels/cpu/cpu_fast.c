@@ -6,11 +6,14 @@
  * STRATA_CPU_LEVEL=scalar|avx2|avx512 forces a level (the tests cover each one the machine
  * has); STRATA_CPU_PLANES=1 trades the second activation plane for speed outside the contract's
  * tolerance (see cpu_kern.h); STRATA_CPU_REPACK=0 keeps 4-bit weights in the checkpoint's layout
- * (the chunk path) instead of the repacked twin a level with `pk_qmm` builds at first use. */
+ * (the chunk path) instead of the repacked twin a level with `pk_qmm` builds at first use;
+ * STRATA_CPU_FUSE=0 runs decode matmuls of one input one by one (fast_ctx.pend);
+ * STRATA_CPU_PROFILE=1 prints wall time per op kind at destroy. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kernels/backend.h"
@@ -24,6 +27,7 @@
 #define RUN_BYTES (128 << 10) /* at most this much weight a run when n > 1: its token tiles reread it from L2 */
 #define PK_ROWS 16           /* rows of a repacked block (cpu_q4pack) */
 #define PK_ROW_BLOCK 64      /* rows a prefill task of the repacked path runs over all tokens */
+#define FUSE_MAX 4           /* matmuls of one input held back to run as one job */
 
 typedef struct {
     tpool *pool;
@@ -39,30 +43,86 @@ typedef struct {
     /* per-thread attention scores */
     float **scores;
     int scores_cap;
+    /* repacked matmuls of one input (q/k/v, gate/up) held back until an op that is not one of
+     * them, then run as one job: one quantization, one pool dispatch, one balanced split of all
+     * their row blocks (fast_matmul). Ops are enqueued (backend.h), so holding them is allowed;
+     * every other op starts with op_begin, which runs them first. STRATA_CPU_FUSE=0: off. */
+    int fuse, n_pend;
+    struct {
+        bk_weight w; /* a copy: the caller's may be gone by the time it runs */
+        const bk_buf *x;
+        bk_buf *y;
+        int n;
+    } pend[FUSE_MAX];
 } fast_ctx;
 
 static fast_ctx *CTX(backend *be) { return be->ctx; }
 
-/* any op that writes `b` ends the reuse of activations quantized from it */
-static void touched(backend *be, const void *data) {
-    if (CTX(be)->act_src == data) CTX(be)->act_src = NULL;
+/* STRATA_CPU_PROFILE=1: wall time per op kind (and per matmul shape), printed to stderr when the
+ * backend is destroyed (a table for the whole process: profile one backend at a time); how the
+ * decode overhead of issue 7 was found */
+#define PROF_SLOTS 64
+static struct { const char *op; int rows, cols, n1; double s; long calls; } prof[PROF_SLOTS];
+static int prof_on = -1;
+static double prof_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+static double prof_begin(void) {
+    if (prof_on < 0) prof_on = getenv("STRATA_CPU_PROFILE") && !strcmp(getenv("STRATA_CPU_PROFILE"), "1");
+    return prof_on ? prof_now() : 0.0;
+}
+static void prof_end(double t0, const char *op, int rows, int cols, int n) {
+    if (!prof_on) return;
+    double dt = prof_now() - t0;
+    int n1 = n == 1;
+    for (int i = 0; i < PROF_SLOTS; i++) {
+        if (!prof[i].op) { prof[i].op = op; prof[i].rows = rows; prof[i].cols = cols; prof[i].n1 = n1; }
+        if (prof[i].op == op && prof[i].rows == rows && prof[i].cols == cols && prof[i].n1 == n1) {
+            prof[i].s += dt;
+            prof[i].calls++;
+            return;
+        }
+    }
+}
+static double prof_pack_s; /* pack time inside the matmul being timed: not the matmul's */
+static void prof_print(void) {
+    if (prof_on != 1) return;
+    for (int i = 0; i < PROF_SLOTS && prof[i].op; i++)
+        fprintf(stderr, "prof %-10s %7d x %-6d %s %8ld calls %9.3f ms %8.2f us/call\n", prof[i].op, prof[i].rows, prof[i].cols,
+                prof[i].n1 ? "n=1" : "n>1", prof[i].calls, prof[i].s * 1e3, prof[i].s * 1e6 / (double)prof[i].calls);
+    memset(prof, 0, sizeof prof);
+}
+
+static void flush_pending(fast_ctx *c);
+static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf *yb, int n);
+
+/* every op but matmul starts here: held-back matmuls run first (this op may read their output or
+ * write their input), and a write to `written` ends the reuse of activations quantized from it */
+static void op_begin(backend *be, const void *written) {
+    fast_ctx *c = CTX(be);
+    if (c->n_pend) flush_pending(c);
+    if (written && c->act_src == written) c->act_src = NULL;
 }
 
 /* ---- memory: plain host buffers, as the reference ---- */
 
 static void fast_buf_free(backend *be, bk_buf *b) {
-    if (b) touched(be, b->data), cpu_q4pack_free(b->packed);
+    if (!b) return;
+    op_begin(be, b->data); /* a held matmul may read or write it */
+    cpu_q4pack_free(b->packed);
     cpu_buf_free(be, b);
 }
 
 static void fast_buf_write(backend *be, bk_buf *dst, size_t off, const void *src, size_t n) {
-    touched(be, dst->data);
+    op_begin(be, dst->data);
     dst->writes++;
     cpu_buf_write(be, dst, off, src, n);
 }
 
 static void fast_copy(backend *be, const bk_buf *src, size_t so, bk_buf *dst, size_t do_, size_t n) {
-    touched(be, dst->data);
+    op_begin(be, dst->data);
     dst->writes++;
     cpu_copy(be, src, so, dst, do_, n);
 }
@@ -184,9 +244,12 @@ static const cpu_q4pack *get_pack(fast_ctx *c, const bk_weight *w) {
     if (!p) return NULL; /* out of memory: the checkpoint layout still works */
     pack_job j = {p, w};
     int nth = tp_threads(c->pool);
+    double t0 = prof_begin();
     tp_run(c->pool, pack_run, &j, p->n_blocks < 4 * nth ? p->n_blocks : 4 * nth);
     b->packed = p;
     cpu_q4pack_release_source(w);
+    if (prof_on) prof_pack_s += prof_now() - t0;
+    prof_end(t0, "pack", w->rows, w->cols, 1);
     return p;
 }
 
@@ -257,23 +320,35 @@ static int ensure_act(fast_ctx *c, const bk_buf *xb, int n, const bk_weight *w, 
     return -1; /* needs quantizing */
 }
 
-static void fast_matmul(backend *be, const bk_weight *w, const bk_buf *xb, bk_buf *yb, int n) {
-    fast_ctx *c = CTX(be);
-    touched(be, yb->data);
+/* quantizes x (j->x, j->n tokens) into c->act for j->w unless it holds them already; 0: no memory */
+static int quantize_x(fast_ctx *c, mm_job *j, const bk_buf *xb) {
+    const bk_weight *w = j->w;
+    int nth = tp_threads(c->pool);
+    int layout = j->pk ? CPU_QACT_NATURAL
+                 : c->k->chunk_ok && c->k->chunk_ok(w->bits, w->cols, w->group_size, c->planes) ? CPU_QACT_CHUNK128
+                                                                                              : CPU_QACT_PLANAR;
+    int st = ensure_act(c, xb, j->n, w, layout, j->pk ? w->group_size : 32);
+    if (st < 0) {
+        if (j->n >= 2 * nth) tp_run(c->pool, quant_job, j, 2 * nth);
+        else quant_job(j, 0, 1, 0);
+        c->act_src = xb->data;
+    }
+    return st != 0;
+}
+
+static void matmul_now(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf *yb, int n) {
+    double t0 = prof_begin(), pk = prof_pack_s;
+    matmul_run(c, w, xb, yb, n);
+    prof_end(t0 + (prof_pack_s - pk), "matmul", w->rows, w->cols, n);
+}
+
+static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf *yb, int n) {
+    if (c->act_src == yb->data) c->act_src = NULL;
     mm_job j = {c, w, xb->data, yb->data, n, NULL};
     int nth = tp_threads(c->pool);
     if (quant_ok(w)) {
         j.pk = get_pack(c, w);
-        int layout = j.pk ? CPU_QACT_NATURAL
-                     : c->k->chunk_ok && c->k->chunk_ok(w->bits, w->cols, w->group_size, c->planes) ? CPU_QACT_CHUNK128
-                                                                                                  : CPU_QACT_PLANAR;
-        int st = ensure_act(c, xb, n, w, layout, j.pk ? w->group_size : 32);
-        if (st == 0) { tp_run(c->pool, slow_job, &j, nth); return; } /* no memory for codes: still correct */
-        if (st < 0) {
-            if (n >= 2 * nth) tp_run(c->pool, quant_job, &j, 2 * nth);
-            else quant_job(&j, 0, 1, 0);
-            c->act_src = xb->data;
-        }
+        if (!quantize_x(c, &j, xb)) { tp_run(c->pool, slow_job, &j, nth); return; } /* no memory for codes: still correct */
         if (j.pk) tp_run(c->pool, pk_job, &j, pk_tasks(&j, nth));
         else tp_run(c->pool, qmm_job, &j, mm_tasks(&j, nth));
     } else if (w->bits == 0 && (w->wdtype == BK_F32 || w->wdtype == BK_F16 || w->wdtype == BK_BF16)) {
@@ -281,6 +356,95 @@ static void fast_matmul(backend *be, const bk_weight *w, const bk_buf *xb, bk_bu
     } else {
         tp_run(c->pool, slow_job, &j, nth);
     }
+}
+
+/* ---- held-back matmuls of one input, run as one job ---- */
+
+typedef struct {
+    fast_ctx *c;
+    int np, n;
+    int start[FUSE_MAX + 1]; /* weight i owns blocks [start[i], start[i+1]) of the joint range */
+    const cpu_q4pack *pk[FUSE_MAX];
+} group_job;
+
+/* a task is a run of the joint block range: the blocks of all weights are the same size (same
+ * cols and group), so an even split of the range is an even split of the bytes */
+static void group_run(void *arg, int task, int n_tasks, int thread) {
+    group_job *g = arg;
+    fast_ctx *c = g->c;
+    (void)thread;
+    int total = g->start[g->np];
+    int b0 = (int)((long)total * task / n_tasks), b1 = (int)((long)total * (task + 1) / n_tasks);
+    for (int i = 0; i < g->np; i++) {
+        int lo = b0 > g->start[i] ? b0 : g->start[i], hi = b1 < g->start[i + 1] ? b1 : g->start[i + 1];
+        if (lo >= hi) continue;
+        lo -= g->start[i], hi -= g->start[i];
+        const bk_weight *w = &c->pend[i].w;
+        float *y = c->pend[i].y->data;
+        c->k->pk_qmm(g->pk[i], &c->act, y, lo, hi, 0, g->n);
+        add_bias(w, y, g->n, lo * PK_ROWS, hi * PK_ROWS < w->rows ? hi * PK_ROWS : w->rows);
+    }
+}
+
+static void flush_pending(fast_ctx *c) {
+    int np = c->n_pend;
+    c->n_pend = 0;
+    double t0 = prof_begin();
+    group_job g = {c, np, c->pend[0].n, {0}, {NULL}};
+    int ok = np > 1;
+    for (int i = 0; ok && i < np; i++) {
+        g.pk[i] = get_pack(c, &c->pend[i].w); /* built at enqueue and unchanged since: a lookup */
+        ok = g.pk[i] != NULL;
+        if (ok) g.start[i + 1] = g.start[i] + g.pk[i]->n_blocks;
+    }
+    mm_job j = {c, &c->pend[0].w, c->pend[0].x->data, NULL, g.n, g.pk[0]};
+    if (!ok || !quantize_x(c, &j, c->pend[0].x)) { /* one matmul, or no memory for codes: one by one */
+        for (int i = 0; i < np; i++) matmul_now(c, &c->pend[i].w, c->pend[i].x, c->pend[i].y, c->pend[i].n);
+    } else {
+        int nth = tp_threads(c->pool), total = g.start[np], t = nth == 1 ? 1 : 4 * nth;
+        tp_run(c->pool, group_run, &g, t < total ? t : total);
+        prof_end(t0, "fused", g.start[np] * PK_ROWS, c->pend[0].w.cols, g.n);
+    }
+}
+
+/* whether [a, a + an) and [b, b + bn) share a byte */
+static int overlaps(const void *a, size_t an, const void *b, size_t bn) {
+    uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+    return x < y + bn && y < x + an;
+}
+
+/* whether y = W x can be held back with the pending ones: same input, tokens, columns and group
+ * (so one quantization serves all), another code buffer, and an output that overlaps neither the
+ * input nor another output (outputs are written while the input's codes are still in use) */
+static int can_hold(const fast_ctx *c, const bk_weight *w, const bk_buf *xb, const bk_buf *yb, int n) {
+    size_t xn = (size_t)n * (size_t)w->cols * sizeof(float), yn = (size_t)n * (size_t)w->rows * sizeof(float);
+    if (overlaps(yb->data, yn, xb->data, xn)) return 0;
+    if (!c->n_pend) return 1;
+    if (c->n_pend == FUSE_MAX || c->pend[0].x->data != xb->data || c->pend[0].n != n || c->pend[0].w.cols != w->cols ||
+        c->pend[0].w.group_size != w->group_size)
+        return 0;
+    for (int i = 0; i < c->n_pend; i++)
+        if (c->pend[i].w.w == w->w || /* one buffer, two descriptions: each pack would evict the other */
+            overlaps(yb->data, yn, c->pend[i].y->data, (size_t)n * (size_t)c->pend[i].w.rows * sizeof(float))) return 0;
+    return 1;
+}
+
+/* Decode and short batches on repacked weights are held back (see fast_ctx.pend); the rest runs
+ * now, after whatever is held. */
+static void fast_matmul(backend *be, const bk_weight *w, const bk_buf *xb, bk_buf *yb, int n) {
+    fast_ctx *c = CTX(be);
+    int holdable = c->fuse && n <= SMALL_N && quant_ok(w) && get_pack(c, w);
+    if (c->n_pend && !(holdable && can_hold(c, w, xb, yb, n))) flush_pending(c);
+    if (!holdable || !can_hold(c, w, xb, yb, n)) {
+        matmul_now(c, w, xb, yb, n);
+        return;
+    }
+    if (c->act_src == yb->data) c->act_src = NULL;
+    c->pend[c->n_pend].w = *w;
+    c->pend[c->n_pend].x = xb;
+    c->pend[c->n_pend].y = yb;
+    c->pend[c->n_pend].n = n;
+    c->n_pend++;
 }
 
 /* ---- per-token ops, threaded over tokens where a batch makes it pay ---- */
@@ -299,13 +463,18 @@ static void norm_run(void *arg, int ith, int nth, int thread) {
     (void)thread;
     int t0 = (int)((long)j->n * ith / nth), t1 = (int)((long)j->n * (ith + 1) / nth);
     if (t0 >= t1) return;
+    const cpu_kernels *k = CTX(j->be)->k;
+    if (k->rmsnorm && (j->w->dtype == BK_F32 || j->w->dtype == BK_F16 || j->w->dtype == BK_BF16)) {
+        k->rmsnorm(j->x->data, j->w->data->data, j->w->dtype, j->out->data, t0, t1, j->dim, j->eps);
+        return;
+    }
     size_t off = (size_t)t0 * j->dim * sizeof(float);
     bk_buf xv = {.data = (char *)j->x->data + off}, ov = {.data = (char *)j->out->data + off};
     cpu_rmsnorm(j->be, &xv, j->w, &ov, t1 - t0, j->dim, j->eps);
 }
 
 static void fast_rmsnorm(backend *be, const bk_buf *x, const bk_vec *w, bk_buf *out, int n, int dim, float eps) {
-    touched(be, out->data);
+    op_begin(be, out->data);
     norm_job j = {be, x, w, out, n, dim, eps};
     if (n >= 8) tp_run(CTX(be)->pool, norm_run, &j, 2 * tp_threads(CTX(be)->pool));
     else norm_run(&j, 0, 1, 0);
@@ -345,7 +514,7 @@ static void rope_run(void *arg, int ith, int nth, int thread) {
 }
 
 static void fast_rope(backend *be, bk_buf *x, int n, int n_heads, int head_dim, int pos0, const bk_buf *inv_freq) {
-    touched(be, x->data);
+    op_begin(be, x->data);
     rope_job j = {x->data, inv_freq->data, n, n_heads, head_dim, pos0};
     if (n >= 4) tp_run(CTX(be)->pool, rope_run, &j, 2 * tp_threads(CTX(be)->pool));
     else rope_run(&j, 0, 1, 0);
@@ -386,17 +555,17 @@ static void attn_group_run(void *arg, int ith, int nth, int thread) {
     int hd = j->head_dim, q_dim = j->n_heads * hd, kv_dim = j->n_kv_heads * hd, group = j->n_heads / j->n_kv_heads;
     float scale = 1.0f / sqrtf((float)hd);
     for (int item = ith; item < j->n * j->n_kv_heads; item += nth) {
-        int t = item / j->n_kv_heads, kh = item % j->n_kv_heads;
+        int t = item / j->n_kv_heads, kh = item % j->n_kv_heads, len = j->pos0 + t + 1;
         size_t qo = (size_t)t * q_dim + (size_t)kh * group * hd;
-        j->c->k->attn(j->q + qo, j->k + (size_t)kh * hd, j->v + (size_t)kh * hd, (size_t)kv_dim, j->pos0 + t + 1, group,
-                      hd, scale, j->c->scores[thread], j->out + qo);
+        j->c->k->attn(j->q + qo, j->k + (size_t)kh * hd, j->v + (size_t)kh * hd, (size_t)kv_dim, len, group, hd, scale,
+                      j->c->scores[thread], j->out + qo);
     }
 }
 
 static void fast_attention(backend *be, const bk_buf *q, const bk_buf *kc, const bk_buf *vc, bk_buf *out, int n,
                            int pos0, int n_heads, int n_kv_heads, int head_dim) {
     fast_ctx *c = CTX(be);
-    touched(be, out->data);
+    op_begin(be, out->data);
     int nth = tp_threads(c->pool), group = n_heads / n_kv_heads;
     int fused = c->k->attn && head_dim % 16 == 0 && head_dim <= 256 && group <= 16;
     int need = (pos0 + n) * (fused ? group : 1);
@@ -432,26 +601,38 @@ static void glu_run(void *arg, int ith, int nth, int thread) {
 }
 
 static void fast_swiglu(backend *be, bk_buf *gate, const bk_buf *up, int n) {
-    touched(be, gate->data);
+    op_begin(be, gate->data);
     glu_job j = {CTX(be)->k, gate->data, up->data, n};
     if (n >= 1 << 15) tp_run(CTX(be)->pool, glu_run, &j, 2 * tp_threads(CTX(be)->pool));
     else glu_run(&j, 0, 1, 0);
 }
 
 static void fast_add(backend *be, bk_buf *x, const bk_buf *y, int n) {
-    touched(be, x->data);
+    op_begin(be, x->data);
     cpu_add(be, x, y, n);
 }
 
 static void fast_embed(backend *be, const bk_weight *w, const int32_t *ids, int n, bk_buf *out) {
-    touched(be, out->data);
+    op_begin(be, out->data);
+    const cpu_q4pack *p = w->bits == 4 ? w->w->packed : NULL;
+    if (p && cpu_q4pack_matches(p, w)) {
+        for (int t = 0; t < n; t++) cpu_q4pack_row(p, ids[t], (float *)out->data + (size_t)t * w->cols);
+        return;
+    }
     cpu_embed(be, w, ids, n, out);
 }
 
-static void fast_sync(backend *be) { (void)be; }
+static void fast_buf_read(backend *be, const bk_buf *src, size_t off, void *dst, size_t n) {
+    op_begin(be, NULL);
+    cpu_buf_read(be, src, off, dst, n);
+}
+
+static void fast_sync(backend *be) { op_begin(be, NULL); }
 
 static void fast_destroy(backend *be) {
     fast_ctx *c = CTX(be);
+    if (c && c->pool) op_begin(be, NULL);
+    prof_print();
     if (c) {
         if (c->scores)
             for (int i = 0; i < (c->pool ? tp_threads(c->pool) : 0); i++) free(c->scores[i]);
@@ -463,6 +644,57 @@ static void fast_destroy(backend *be) {
     free(be);
 }
 
+/* the ops as seen by STRATA_CPU_PROFILE */
+static void p_embed(backend *be, const bk_weight *w, const int32_t *ids, int n, bk_buf *out) {
+    if (CTX(be)->n_pend) flush_pending(CTX(be));
+    double t0 = prof_begin();
+    fast_embed(be, w, ids, n, out);
+    prof_end(t0, "embed", 0, 0, n);
+}
+static void p_rmsnorm(backend *be, const bk_buf *x, const bk_vec *w, bk_buf *out, int n, int dim, float eps) {
+    if (CTX(be)->n_pend) flush_pending(CTX(be));
+    double t0 = prof_begin();
+    fast_rmsnorm(be, x, w, out, n, dim, eps);
+    prof_end(t0, "rmsnorm", 0, dim, n);
+}
+static void p_rope(backend *be, bk_buf *x, int n, int n_heads, int head_dim, int pos0, const bk_buf *inv_freq) {
+    if (CTX(be)->n_pend) flush_pending(CTX(be));
+    double t0 = prof_begin();
+    fast_rope(be, x, n, n_heads, head_dim, pos0, inv_freq);
+    prof_end(t0, "rope", n_heads, head_dim, n);
+}
+static void p_attention(backend *be, const bk_buf *q, const bk_buf *kc, const bk_buf *vc, bk_buf *out, int n, int pos0,
+                        int n_heads, int n_kv_heads, int head_dim) {
+    if (CTX(be)->n_pend) flush_pending(CTX(be));
+    double t0 = prof_begin();
+    fast_attention(be, q, kc, vc, out, n, pos0, n_heads, n_kv_heads, head_dim);
+    prof_end(t0, "attention", n_heads, head_dim, n);
+}
+static void p_swiglu(backend *be, bk_buf *gate, const bk_buf *up, int n) {
+    if (CTX(be)->n_pend) flush_pending(CTX(be));
+    double t0 = prof_begin();
+    fast_swiglu(be, gate, up, n);
+    prof_end(t0, "swiglu", 0, n, n <= 65536);
+}
+static void p_add(backend *be, bk_buf *x, const bk_buf *y, int n) {
+    if (CTX(be)->n_pend) flush_pending(CTX(be));
+    double t0 = prof_begin();
+    fast_add(be, x, y, n);
+    prof_end(t0, "add", 0, 0, n <= 4096);
+}
+static void p_copy(backend *be, const bk_buf *src, size_t so, bk_buf *dst, size_t do_, size_t n) {
+    if (CTX(be)->n_pend) flush_pending(CTX(be));
+    double t0 = prof_begin();
+    fast_copy(be, src, so, dst, do_, n);
+    prof_end(t0, "copy", 0, 0, n <= 4096);
+}
+static void p_read(backend *be, const bk_buf *src, size_t off, void *dst, size_t n) {
+    if (CTX(be)->n_pend) flush_pending(CTX(be));
+    double t0 = prof_begin();
+    fast_buf_read(be, src, off, dst, n);
+    prof_end(t0, "read", 0, 0, 1);
+}
+
 static const backend_ops fast_ops = {
     .name = "cpu",
     .destroy = fast_destroy,
@@ -470,15 +702,15 @@ static const backend_ops fast_ops = {
     .buf_wrap = cpu_buf_wrap,
     .buf_free = fast_buf_free,
     .buf_write = fast_buf_write,
-    .buf_read = cpu_buf_read,
-    .copy = fast_copy,
+    .buf_read = p_read,
+    .copy = p_copy,
     .matmul = fast_matmul,
-    .embed = fast_embed,
-    .rmsnorm = fast_rmsnorm,
-    .rope = fast_rope,
-    .attention = fast_attention,
-    .swiglu = fast_swiglu,
-    .add = fast_add,
+    .embed = p_embed,
+    .rmsnorm = p_rmsnorm,
+    .rope = p_rope,
+    .attention = p_attention,
+    .swiglu = p_swiglu,
+    .add = p_add,
     .sync = fast_sync,
 };
 
@@ -527,6 +759,16 @@ static const cpu_kernels *pick_level(strata_err *err) {
 
 const char *cpu_fast_level(const backend *be) { return ((const fast_ctx *)be->ctx)->k->name; }
 
+int cpu_fast_option(backend *be, const char *name, int value) {
+    fast_ctx *c = CTX(be);
+    int *opt = !strcmp(name, "fuse") ? &c->fuse : NULL;
+    if (!opt) return -1;
+    op_begin(be, NULL); /* what was held back runs under the old setting */
+    int old = *opt;
+    *opt = value != 0;
+    return old;
+}
+
 static int n_cores(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1 : n > 256 ? 256 : (int)n;
@@ -545,6 +787,8 @@ backend *backend_cpu_fast_new(int n_threads, strata_err *err) {
     c->planes = planes && !strcmp(planes, "1") ? 1 : 2;
     const char *repack = getenv("STRATA_CPU_REPACK");
     c->repack = !(repack && !strcmp(repack, "0"));
+    const char *fuse = getenv("STRATA_CPU_FUSE");
+    c->fuse = !(fuse && !strcmp(fuse, "0"));
     int nth = n_threads > 0 ? n_threads : n_cores();
     if (nth > 256) nth = 256;
     c->pool = tp_new(nth);

@@ -7,10 +7,16 @@
 /* n_threads <= 0: one per online core. STRATA_CPU_LEVEL=scalar|avx2|avx512 forces a SIMD
  * level (failing if the CPU lacks it); STRATA_CPU_PLANES=1 uses one activation plane;
  * STRATA_CPU_REPACK=0 reads 4-bit weights in the checkpoint layout instead of the repacked copy
- * the avx512 level builds at a weight's first matmul (same bytes again in memory). */
+ * the avx512 level builds at a weight's first matmul (same bytes again in memory);
+ * STRATA_CPU_FUSE=0 runs matmuls of one input one by one instead of as one job;
+ * STRATA_CPU_PROFILE=1 prints wall time per op kind to stderr when the backend is destroyed. */
 backend *backend_cpu_fast_new(int n_threads, strata_err *err);
 /* the SIMD level a fast backend runs at: "scalar", "avx2" or "avx512" */
 const char *cpu_fast_level(const backend *be);
+/* switches a run-time option of a fast backend ("fuse": STRATA_CPU_FUSE) and returns its
+ * previous value, -1 for an unknown name; for benchmarks that alternate old and new between
+ * tokens of one model */
+int cpu_fast_option(backend *be, const char *name, int value);
 /* whether this CPU can run a level */
 int cpu_fast_has_level(const char *name);
 

@@ -62,6 +62,9 @@ cpu_q4pack *cpu_q4pack_new(const bk_weight *w);
 /* fills row blocks [b0, b1) from w's codes, scales and biases */
 void cpu_q4pack_fill(cpu_q4pack *p, const bk_weight *w, int b0, int b1);
 void cpu_q4pack_free(cpu_q4pack *p);
+/* row r of the weight, dequantized (embed of tied embeddings: the checkpoint's pages of a packed
+ * weight were handed back, and a row read from the pack faults nothing in) */
+void cpu_q4pack_row(const cpu_q4pack *p, int r, float *out);
 /* hands the checkpoint pages of w's codes, scales and biases back to the kernel once packed */
 void cpu_q4pack_release_source(const bk_weight *w);
 /* whether p was built from this weight description and its buffers are unchanged since */
@@ -86,6 +89,10 @@ typedef struct {
                  float scale, float *s, float *out);
     /* g[i] = silu(g[i]) * u[i] */
     void (*swiglu)(float *g, const float *u, int n);
+    /* NULL, or rmsnorm of token rows [t0, t1) of x[., dim] into out (may equal x), weight w of
+     * dtype wt (f32/f16/bf16); the reference converted w element by element, 2.5 us a decode row
+     * of 896 and 50 calls a token */
+    void (*rmsnorm)(const float *x, const void *w, bk_dtype wt, float *out, int t0, int t1, int dim, float eps);
     /* NULL, or whether the level quantizes for this weight shape in CPU_QACT_CHUNK128 */
     int (*chunk_ok)(int bits, int cols, int group_size, int planes);
     /* NULL, or the repacked 4-bit path: whether w takes it, the CPU_QACT_NATURAL quantizer

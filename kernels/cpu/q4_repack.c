@@ -110,6 +110,22 @@ void cpu_q4pack_fill(cpu_q4pack *p, const bk_weight *w, int b0, int b1) {
     }
 }
 
+void cpu_q4pack_row(const cpu_q4pack *p, int r, float *out) {
+    const int G = p->group, ng = p->cols / G, i = r % PACK_ROWS;
+    const uint8_t *src = p->data + (size_t)(r / PACK_ROWS) * p->block_bytes;
+    for (int g = 0; g < ng; g++, src += p->group_bytes, out += G) {
+        const uint8_t *line = src + (size_t)G * PACK_ROWS / 2;
+        float scale = bk_load_float(line, p->sdtype, (size_t)i), bias = bk_load_float(line, p->sdtype, (size_t)(PACK_ROWS + i));
+        for (int c = 0; c < G / 8; c++) {
+            const uint8_t *b = src + 64 * c + 4 * i;
+            for (int j = 0; j < 4; j++) { /* the reference's expression, so the row is bit for bit the same */
+                out[8 * c + j] = scale * (float)(b[j] & 15) + bias;
+                out[8 * c + 4 + j] = scale * (float)(b[j] >> 4) + bias;
+            }
+        }
+    }
+}
+
 /* After the pack the checkpoint's copy of these bytes is read again only by embed (tied
  * embeddings), a few rows a token: its pages are handed back to the kernel so that the weights
  * are not resident twice. MADV_PAGEOUT keeps the contents (file pages are dropped and read
