@@ -1,14 +1,12 @@
 /* The fast cpu backend ("cpu"): integer-dot quantized matmul (cpu_kern.h) at the best SIMD level
  * the CPU has, picked at run time, and a thread pool that splits rows (matmul) or tokens and
- * heads (attention, norms) across the cores. Ops run synchronously on the caller's thread plus
- * the pool; sync() has nothing to wait for.
- *
+ * heads (attention, norms) across the cores. Ops run on the caller's thread plus the pool as
+ * they are issued, but decode matmuls of one input wait for the next other op (fast_ctx.pend).
  * STRATA_CPU_LEVEL=scalar|avx2|avx512 forces a level (the tests cover each one the machine
  * has); STRATA_CPU_PLANES=1 trades the second activation plane for speed outside the contract's
  * tolerance (see cpu_kern.h); STRATA_CPU_REPACK=0 keeps 4-bit weights in the checkpoint's layout
  * (the chunk path) instead of the repacked twin a level with `pk_qmm` builds at first use;
- * STRATA_CPU_FUSE=0 runs decode matmuls of one input one by one (fast_ctx.pend);
- * STRATA_CPU_PROFILE=1 prints wall time per op kind at destroy. */
+ * STRATA_CPU_FUSE=0 runs each at once; STRATA_CPU_PROFILE=1 prints wall time per op kind. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
