@@ -297,26 +297,57 @@ static double anon_huge_mb(void) {
     return kb < 0 ? -1.0 : kb / 1024.0;
 }
 
-static int run_model(const char *dir, int threads, int repack, int n_prefill, int n_decode, model_result *res, strata_err *err) {
+/* a generated model loaded whole on the fast backend, with a forward state, a KV cache of
+ * kv_cap positions, logits and n_prefill + 1 random token ids */
+typedef struct {
     model_config cfg;
-    st_model *st = NULL;
-    model *m = NULL;
-    fwd_state *fs = NULL;
-    kv_cache *kv = NULL;
-    backend *be = NULL;
-    float *logits = NULL;
-    int32_t *ids = NULL;
+    st_model *st;
+    model *m;
+    fwd_state *fs;
+    kv_cache *kv;
+    backend *be;
+    float *logits;
+    int32_t *ids;
+} bench_model;
+
+static void bench_model_close(bench_model *b) {
+    free(b->logits), free(b->ids);
+    kv_free(&b->kv);
+    fwd_free(&b->fs);
+    model_free(&b->m);
+    backend_destroy(&b->be);
+    st_model_close(&b->st);
+}
+
+static int bench_model_open(bench_model *b, const char *dir, int threads, int repack, int n_prefill, int kv_cap,
+                            strata_err *err) {
+    memset(b, 0, sizeof *b);
+    if (config_load(dir, &b->cfg, err) || !(b->st = st_model_open(dir, err)) ||
+        !(b->be = fast_backend(threads, repack, err)))
+        goto fail;
+    model_part part = {0, b->cfg.n_layers, 1, 1};
+    if (!(b->m = model_load(b->st, &b->cfg, &part, b->be, err)) || !(b->fs = fwd_new(b->m, n_prefill, err)) ||
+        !(b->kv = kv_new(b->m, kv_cap, err)))
+        goto fail;
+    b->logits = malloc(sizeof(float) * (size_t)b->cfg.vocab_size);
+    b->ids = malloc(sizeof(int32_t) * (size_t)(n_prefill + 1));
+    if (!b->logits || !b->ids) { err_set(err, "out of memory"); goto fail; }
+    for (int i = 0; i <= n_prefill; i++) b->ids[i] = (int32_t)(next() % (uint64_t)b->cfg.vocab_size);
+    return 0;
+fail:
+    bench_model_close(b);
+    return -1;
+}
+
+static int run_model(const char *dir, int threads, int repack, int n_prefill, int n_decode, model_result *res, strata_err *err) {
+    bench_model b;
     int rc = -1;
-    if (config_load(dir, &cfg, err) || !(st = st_model_open(dir, err))) goto done;
-    if (!(be = fast_backend(threads, repack, err))) goto done;
-    model_part part = {0, cfg.n_layers, 1, 1};
-    if (!(m = model_load(st, &cfg, &part, be, err)) || !(fs = fwd_new(m, n_prefill, err)) ||
-        !(kv = kv_new(m, n_prefill + n_decode + 8, err)))
-        goto done;
-    logits = malloc(sizeof(float) * (size_t)cfg.vocab_size);
-    ids = malloc(sizeof(int32_t) * (size_t)(n_prefill + 1));
-    if (!logits || !ids) { err_set(err, "out of memory"); goto done; }
-    for (int i = 0; i <= n_prefill; i++) ids[i] = (int32_t)(next() % (uint64_t)cfg.vocab_size);
+    if (bench_model_open(&b, dir, threads, repack, n_prefill, n_prefill + n_decode + 8, err)) return -1;
+    fwd_state *fs = b.fs;
+    kv_cache *kv = b.kv;
+    model *m = b.m;
+    float *logits = b.logits;
+    int32_t *ids = b.ids;
     /* touch every weight page once so that page faults of the mmap (and the repacking of the
      * weights) are not timed */
     if (fwd_run(fs, kv, ids, NULL, 1, NULL, logits, 0, err)) goto done;
@@ -351,12 +382,7 @@ static int run_model(const char *dir, int threads, int repack, int n_prefill, in
     res->huge_mb = anon_huge_mb();
     rc = 0;
 done:
-    free(logits), free(ids);
-    kv_free(&kv);
-    fwd_free(&fs);
-    model_free(&m);
-    backend_destroy(&be);
-    st_model_close(&st);
+    bench_model_close(&b);
     return rc;
 }
 
@@ -365,31 +391,22 @@ done:
  * so that both see the same moments of a shared machine */
 static int run_model_live(const char *dir, int threads, const char *opt, int n_prefill, int n_decode, model_result res[2],
                           strata_err *err) {
-    model_config cfg;
-    st_model *st = NULL;
-    model *m = NULL;
-    fwd_state *fs = NULL;
-    kv_cache *kv = NULL;
-    backend *be = NULL;
-    float *logits = NULL;
-    int32_t *ids = NULL;
+    bench_model b;
     double *tok[2] = {NULL, NULL}, *probe[2] = {NULL, NULL}, sum[2] = {0.0, 0.0};
     int rc = -1;
-    if (config_load(dir, &cfg, err) || !(st = st_model_open(dir, err))) goto done;
-    if (!(be = fast_backend(threads, -1, err))) goto done;
+    if (bench_model_open(&b, dir, threads, -1, n_prefill, n_prefill + 2 * n_decode + 8, err)) return -1;
+    backend *be = b.be;
+    fwd_state *fs = b.fs;
+    kv_cache *kv = b.kv;
+    model *m = b.m;
+    float *logits = b.logits;
+    int32_t *ids = b.ids;
     if (cpu_fast_option(be, opt, 1) < 0) { err_set(err, "--ab-live %s: no such option (fuse)", opt); goto done; }
-    model_part part = {0, cfg.n_layers, 1, 1};
-    if (!(m = model_load(st, &cfg, &part, be, err)) || !(fs = fwd_new(m, n_prefill, err)) ||
-        !(kv = kv_new(m, n_prefill + 2 * n_decode + 8, err)))
-        goto done;
-    logits = malloc(sizeof(float) * (size_t)cfg.vocab_size);
-    ids = malloc(sizeof(int32_t) * (size_t)(n_prefill + 1));
     tok[0] = malloc(sizeof(double) * (size_t)n_decode);
     tok[1] = malloc(sizeof(double) * (size_t)n_decode);
     probe[0] = malloc(sizeof(double) * (size_t)n_decode);
     probe[1] = malloc(sizeof(double) * (size_t)n_decode);
-    if (!logits || !ids || !tok[0] || !tok[1] || !probe[0] || !probe[1]) { err_set(err, "out of memory"); goto done; }
-    for (int i = 0; i <= n_prefill; i++) ids[i] = (int32_t)(next() % (uint64_t)cfg.vocab_size);
+    if (!tok[0] || !tok[1] || !probe[0] || !probe[1]) { err_set(err, "out of memory"); goto done; }
     if (fwd_run(fs, kv, ids, NULL, 1, NULL, logits, 0, err)) goto done; /* packs and page faults, untimed */
     for (int v = 0; v < 2; v++) res[v].prefill_tps = 0.0;
     for (int r = 0; r < 4; r++) { /* old new new old: the better of two each */
@@ -424,12 +441,8 @@ static int run_model_live(const char *dir, int threads, const char *opt, int n_p
     }
     rc = 0;
 done:
-    free(logits), free(ids), free(tok[0]), free(tok[1]), free(probe[0]), free(probe[1]);
-    kv_free(&kv);
-    fwd_free(&fs);
-    model_free(&m);
-    backend_destroy(&be);
-    st_model_close(&st);
+    free(tok[0]), free(tok[1]), free(probe[0]), free(probe[1]);
+    bench_model_close(&b);
     return rc;
 }
 
