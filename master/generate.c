@@ -299,16 +299,17 @@ int gen_seq_step(gen_seq *s, strata_err *err) {
     return gen_seq_feed(s, err);
 }
 
+int gen_seq_run(gen_seq *s, strata_err *err) {
+    while (!gen_seq_finished(s))
+        if (gen_seq_step(s, err) < 0) return -1;
+    return 0;
+}
+
 int gen_run(engine *e, uint64_t session, const tokenizer *t, const int32_t *prompt, int n, const gen_params *p,
             gen_piece_fn on_piece, void *user, gen_result *out, strata_err *err) {
     gen_seq *s = gen_seq_new(e, session, t, prompt, n, p, on_piece, user, err);
     if (!s) return -1;
-    int rc = 0;
-    while (!gen_seq_finished(s))
-        if (gen_seq_step(s, err) < 0) {
-            rc = -1;
-            break;
-        }
+    int rc = gen_seq_run(s, err);
     if (out) gen_seq_result(s, out);
     gen_seq_free(&s);
     return rc;

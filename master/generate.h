@@ -22,7 +22,7 @@
  *
  * Several sequences at once: gen_seq is the step-wise form (the server keeps one per request and
  * drives them through engine submit/collect so that the sessions travel the chain together).
- * gen_run is gen_seq_new + a loop of forward + gen_seq_feed. */
+ * gen_run is gen_seq_new + gen_seq_run (forward + gen_seq_feed until finished). */
 #ifndef STRATA_GENERATE_H
 #define STRATA_GENERATE_H
 
@@ -95,6 +95,8 @@ int gen_seq_feed(gen_seq *s, strata_err *err);
 /* One step alone on the engine: the forward gen_seq_input names, then gen_seq_feed (same
  * returns). Several sequences in flight together use input/feed themselves (batch.c). */
 int gen_seq_step(gen_seq *s, strata_err *err);
+/* Steps until the sequence is finished: 0, or -1 with err (the sequence keeps what it made). */
+int gen_seq_run(gen_seq *s, strata_err *err);
 /* 1 when nothing more is to be done (max_tokens 0 finishes at once, before any forward). */
 int gen_seq_finished(const gen_seq *s);
 /* Tokens generated so far; *ids points into s. */

@@ -27,6 +27,7 @@
 #include "master/generate.h"
 #include "master/pipeline.h"
 #include "tests/check.h"
+#include "tests/test_engine.h"
 
 #define NEAR_TIE 1e-3
 
@@ -51,12 +52,7 @@ static int generate(engine *e, uint64_t session, const tokenizer *t, const int32
     p.spec_k = spec_k;
     gen_seq *s = gen_seq_new(e, session, t, prompt, n_prompt, &p, NULL, NULL, err);
     if (!s) return -1;
-    int rc = 0;
-    while (!gen_seq_finished(s))
-        if (gen_seq_step(s, err) < 0) {
-            rc = -1;
-            break;
-        }
+    int rc = gen_seq_run(s, err);
     const int32_t *ids;
     int got = gen_seq_tokens(s, &ids);
     if (!rc) {
@@ -147,16 +143,7 @@ int main(int argc, char **argv) {
     CHECK(json_array_size(cases) > 0, "%s: no cases", ref_path);
     tokenizer *t = tok_load(dir, &err);
     CHECK(t != NULL, "tokenizer: %s", err.msg);
-    engine *e = NULL;
-    if (topo) {
-        cluster_opts o;
-        cluster_opts_default(&o);
-        o.topology_path = topo;
-        o.reply_timeout_ms = 60000;
-        e = engine_cluster_new(dir, "cpu", 1, 512, &o, &err);
-    } else {
-        e = engine_local_new(dir, "cpu", 1, 512, &err);
-    }
+    engine *e = test_engine_open(dir, topo, 0, &err);
     CHECK(e != NULL, "engine: %s", err.msg);
     if (!ref || !t || !e || !json_array_size(cases)) return TEST_END();
 

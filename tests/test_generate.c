@@ -20,6 +20,7 @@
 #include "master/batch.h"
 #include "master/pipeline.h"
 #include "tests/check.h"
+#include "tests/test_engine.h"
 
 static const char *PROMPTS[] = {
     /* code-like: repeated structure */
@@ -104,12 +105,7 @@ static int run_one(engine *e, const tokenizer *t, const int32_t *prompt, int n, 
     sink sk = {0};
     gen_seq *s = gen_seq_new(e, 7, t, prompt, n, p, put, &sk, err);
     if (!s) return -1;
-    int rc = 0;
-    while (!gen_seq_finished(s))
-        if (gen_seq_step(s, err) < 0) {
-            rc = -1;
-            break;
-        }
+    int rc = gen_seq_run(s, err);
     take_result(s, &sk, o);
     gen_seq_free(&s);
     return rc;
@@ -145,17 +141,7 @@ int main(int argc, char **argv) {
     CHECK(t != NULL, "tokenizer: %s", err.msg);
     chat_template *chat = t ? chat_load(dir, t, &err) : NULL;
     CHECK(chat != NULL, "chat template: %s", err.msg);
-    engine *e = NULL;
-    if (topo) {
-        cluster_opts o;
-        cluster_opts_default(&o);
-        o.topology_path = topo;
-        o.reply_timeout_ms = 60000;
-        o.insecure = 1; /* loopback test workers run --insecure */
-        e = engine_cluster_new(dir, "cpu", 1, 512, &o, &err);
-    } else {
-        e = engine_local_new(dir, "cpu", 1, 512, &err);
-    }
+    engine *e = test_engine_open(dir, topo, 1, &err); /* its loopback workers run --insecure */
     CHECK(e != NULL, "engine: %s", err.msg);
     if (!t || !chat || !e) return TEST_END();
     CHECK(tok_vocab_size(t) <= e->cfg->vocab_size, "tokenizer vocab %d > model vocab %d", tok_vocab_size(t),
