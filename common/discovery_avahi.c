@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <avahi-client/client.h>
 #include <avahi-client/lookup.h>
@@ -23,11 +24,17 @@
 #include <avahi-common/thread-watch.h>
 #include <avahi-common/timeval.h>
 
-/* After a collision on the network, the new name is probed after a random pause: two workers
- * that started together with the same name would otherwise both probe "w #2" at the same moment,
- * and Avahi (which tie-breaks record by record) can make both of them lose again, "w #3", ... */
+/* After a collision on the network the new name is probed after a pause drawn per process: two
+ * workers that started together with the same name would otherwise both probe "w #2" at the same
+ * moment, and Avahi (which tie-breaks record by record: SRV by host, TXT by content) can make both
+ * of them lose again, "w #3", ... A probe takes ~0.75-1 s, so the pause is one of RENAME_SLOTS
+ * slots RENAME_SLOT_MS apart (two workers meet again only in the same slot) plus a little jitter.
+ * Not avahi_elapse_time's jitter: it draws from rand(), which nobody seeds, so every worker drew
+ * the same pauses and two that collided once collided on every name after (CI saw 'w #9'). */
 #define RENAME_DELAY_MS 150
-#define RENAME_JITTER_MS 1200
+#define RENAME_SLOT_MS 1250
+#define RENAME_SLOTS 4
+#define RENAME_JITTER_MS 100
 
 /* the one line for "no daemon", shared by publish and browse */
 static int client_error(strata_err *err, int error) {
@@ -51,6 +58,7 @@ typedef struct {
     uint16_t port;
     pthread_mutex_t name_lock;   /* name is replaced on the poll thread, read by the caller */
     AvahiTimeout *rename_timer;  /* pending re-registration after a collision */
+    uint64_t rng;                /* this process's own draws for the rename pause */
     disc_log_fn log;
     void *log_ctx;
 } avahi_pub;
@@ -70,6 +78,15 @@ static void rename_timer_cb(AvahiTimeout *t, void *ud) {
     create_service(p, p->client);
 }
 
+/* splitmix64: seeded from the clock, the pid and this state's address, so workers started in the
+ * same millisecond on different hosts (or in one) draw apart */
+static uint64_t next_draw(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
 /* later: after a random pause (a network collision), now: a name taken on this very host */
 static void rename_after_collision(avahi_pub *p, AvahiClient *c, int later) {
     char *n = avahi_alternative_service_name(p->name);
@@ -82,8 +99,10 @@ static void rename_after_collision(avahi_pub *p, AvahiClient *c, int later) {
     if (!later) { create_service(p, c); return; }
     if (p->group) avahi_entry_group_reset(p->group);
     const AvahiPoll *api = avahi_threaded_poll_get(p->poll);
+    uint64_t r = next_draw(&p->rng);
     struct timeval tv;
-    avahi_elapse_time(&tv, RENAME_DELAY_MS, RENAME_JITTER_MS);
+    avahi_elapse_time(&tv, RENAME_DELAY_MS + (unsigned)(r % RENAME_SLOTS) * RENAME_SLOT_MS +
+                               (unsigned)((r >> 32) % RENAME_JITTER_MS), 0);
     if (p->rename_timer) api->timeout_update(p->rename_timer, &tv);
     else if (!(p->rename_timer = api->timeout_new(api, &tv, rename_timer_cb, p))) create_service(p, c);
 }
@@ -149,6 +168,10 @@ static void *avahi_publish(const disc_service *s, disc_log_fn log, void *log_ctx
     if (!p) { err_set(err, "out of memory"); return NULL; }
     pthread_mutex_init(&p->name_lock, NULL);
     p->log = log, p->log_ctx = log_ctx, p->port = s->port;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    p->rng = ((uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec) ^ ((uint64_t)getpid() << 40) ^
+             (uint64_t)(uintptr_t)p;
     char items[DISC_TXT_MAX_ITEMS][DISC_TXT_ITEM_BYTES];
     int n = disc_txt_items(s, items);
     for (int i = n - 1; i >= 0; i--) p->txt = avahi_string_list_add(p->txt, items[i]);
