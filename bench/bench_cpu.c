@@ -2,7 +2,7 @@
  *
  *   bench_cpu [--threads N] [--json FILE] [--quick] [--skip-models] [--skip-kernels] [--model DIR]
  *             [--models SHAPE[:LAYERS],...] [--kernels MODEL[/MATRIX],...] [--prefill N] [--decode N] [--ns N,...]
- *             [--ab] [--ab-var NAME] [--ab-live NAME] [--rounds N] [--side-probe]
+ *             [--ab] [--ab-var NAME] [--ab-live NAME[=VALUE]] [--rounds N] [--side-probe] [--side-warm]
  *
  * (1) read bandwidth, 1 thread and all threads; (2) q4 matvec and matmul GB/s and GFLOP/s at the
  * matrix shapes of qwen2.5-0.5b, llama-3.2-1b and qwen2.5-7b (random weights in memory, copies
@@ -14,10 +14,12 @@
  * --ab: every matmul and model row twice, alternating, with the 4-bit weights in the checkpoint
  * layout ("old", STRATA_CPU_REPACK=0) and repacked ("new", the default): a before/after in one
  * run of one binary; --ab-var NAME flips another switch of cpu_fast.h the same way (NAME=0 is
- * "old", e.g. STRATA_CPU_FUSE). --ab-live NAME (fuse): one model, the option switched
+ * "old", e.g. STRATA_CPU_FUSE). --ab-live NAME[=VALUE] (fuse, attn_split, affine, pf_next; VALUE, 1 by
+ * default, is "new" and 0 "old"): one model, the option switched
  * between prefills and between decode tokens (cpu_fast_option), old and new side by side in
  * time. --side-probe: a 256 MB read with all threads after every timed decode token; the model
- * rows then also give the median probe and the median of (token's weight GB/s / its probe).
+ * rows then also give the median probe and the median of (token's weight GB/s / its probe);
+ * --side-warm: the probe before each timed token, then an untimed token (side_before).
  * --rounds N repeats the model rows N times (alternating with --ab): on a
  * shared machine one run is not a measurement. */
 #include <jansson.h>
@@ -257,6 +259,18 @@ static double median_of(double *v, int n) {
 /* --side-probe: the probe after every decode token of the timed round; fills the result's
  * side_gbs and side_frac from the tokens' times (before they are sorted) */
 static side_probe side;
+
+/* --side-warm (with --side-probe): the probe comes before each timed token instead of after it,
+ * followed by one untimed token at the same position (trimmed off again), so that the timed token
+ * does not start cold (the pool asleep after the probe's 5 ms wait, TLB and caches full of the
+ * probe's data) but as in back-to-back decode. Returns the probe's GB/s, or -1 on an error. */
+static int side_warm;
+static double side_before(fwd_state *fs, kv_cache *kv, const int32_t *id, float *logits, int threads, strata_err *err) {
+    double gbs = side_probe_run(&side, threads);
+    int len = kv->len;
+    if (fwd_run(fs, kv, id, NULL, 1, NULL, logits, 0, err) || kv_trim(kv, len, err)) return -1.0;
+    return gbs;
+}
 static void side_result(model_result *r, const double *tok, double *probe, int n, double bytes) {
     double *frac = malloc(sizeof(double) * (size_t)n);
     if (!frac || !side.p) { free(frac); r->side_gbs = r->side_frac = 0.0; return; }
@@ -363,11 +377,16 @@ static int run_model(const char *dir, int threads, int repack, int n_prefill, in
         kv_trim(kv, n_prefill, err);
         double busy = 0.0;
         for (int i = 0; i < n_decode; i++) {
+            if (side.p && side_warm && round == 1 &&
+                (probe[i] = side_before(fs, kv, ids + i % n_prefill, logits, threads, err)) < 0) {
+                free(tok), free(probe);
+                goto done;
+            }
             double ti = now();
             if (fwd_run(fs, kv, ids + i % n_prefill, NULL, 1, NULL, logits, 0, err)) { free(tok), free(probe); goto done; }
             tok[i] = now() - ti;
             busy += tok[i];
-            if (side.p && round == 1) probe[i] = side_probe_run(&side, threads);
+            if (side.p && !side_warm && round == 1) probe[i] = side_probe_run(&side, threads);
         }
         t_all = busy / n_decode;
     }
@@ -401,7 +420,17 @@ static int run_model_live(const char *dir, int threads, const char *opt, int n_p
     model *m = b.m;
     float *logits = b.logits;
     int32_t *ids = b.ids;
-    if (cpu_fast_option(be, opt, 1) < 0) { err_set(err, "--ab-live %s: no such option (fuse)", opt); goto done; }
+    /* NAME or NAME=VALUE: the option is 0 in "old" and 1 (or VALUE) in "new" */
+    char name[64];
+    snprintf(name, sizeof name, "%s", opt);
+    char *eq = strchr(name, '=');
+    int on = eq ? atoi(eq + 1) : 1;
+    if (eq) *eq = '\0';
+    opt = name;
+    if (cpu_fast_option(be, opt, on) < 0) {
+        err_set(err, "--ab-live %s: no such option (fuse, attn_split, affine, pf_next)", opt);
+        goto done;
+    }
     tok[0] = malloc(sizeof(double) * (size_t)n_decode);
     tok[1] = malloc(sizeof(double) * (size_t)n_decode);
     probe[0] = malloc(sizeof(double) * (size_t)n_decode);
@@ -411,7 +440,7 @@ static int run_model_live(const char *dir, int threads, const char *opt, int n_p
     for (int v = 0; v < 2; v++) res[v].prefill_tps = 0.0;
     for (int r = 0; r < 4; r++) { /* old new new old: the better of two each */
         int v = r == 1 || r == 2;
-        cpu_fast_option(be, opt, v);
+        cpu_fast_option(be, opt, v ? on : 0);
         kv_trim(kv, 0, err);
         double t0 = now();
         if (fwd_run(fs, kv, ids, NULL, n_prefill, NULL, logits, 0, err)) goto done;
@@ -423,12 +452,15 @@ static int run_model_live(const char *dir, int threads, const char *opt, int n_p
         sum[0] = sum[1] = 0.0;
         for (int i = 0; i < 2 * n_decode; i++) {
             int v = (i ^ (i >> 1)) & 1; /* old new new old ...: neither always goes first */
-            cpu_fast_option(be, opt, v);
+            cpu_fast_option(be, opt, v ? on : 0);
+            if (side.p && side_warm && round == 1 &&
+                (probe[v][i / 2] = side_before(fs, kv, ids + i % n_prefill, logits, threads, err)) < 0)
+                goto done;
             double ti = now();
             if (fwd_run(fs, kv, ids + i % n_prefill, NULL, 1, NULL, logits, 0, err)) goto done;
             tok[v][i / 2] = now() - ti;
             sum[v] += tok[v][i / 2];
-            if (side.p && round == 1) probe[v][i / 2] = side_probe_run(&side, threads);
+            if (side.p && !side_warm && round == 1) probe[v][i / 2] = side_probe_run(&side, threads);
         }
     }
     for (int v = 0; v < 2; v++) {
@@ -480,6 +512,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--ab-var") && v) ab_var = argv[++i];
         else if (!strcmp(a, "--ab-live") && v) ab_live = argv[++i], ab = 1;
         else if (!strcmp(a, "--side-probe")) side_mb = 256;
+        else if (!strcmp(a, "--side-warm")) side_mb = 256, side_warm = 1;
         else if (!strcmp(a, "--quick")) quick = 1;
         else if (!strcmp(a, "--skip-models")) skip_models = 1;
         else if (!strcmp(a, "--skip-kernels")) skip_kernels = 1;
@@ -487,7 +520,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "usage: bench_cpu [--threads N] [--json FILE] [--quick] [--skip-models] [--skip-kernels]\n"
                             "                 [--model DIR]"
                             "                 [--models SHAPE[:LAYERS],...] [--kernels MODEL[/MATRIX],...] [--prefill N] [--decode N] [--ns N,...]\n"
-                            "                 [--ab] [--ab-var NAME] [--ab-live NAME] [--rounds N] [--side-probe]\n");
+                            "                 [--ab] [--ab-var NAME] [--ab-live NAME[=VALUE]] [--rounds N] [--side-probe] [--side-warm]\n");
             return 2;
         }
     }

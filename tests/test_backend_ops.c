@@ -465,8 +465,15 @@ static void test_rope(void) {
 static void test_attention(void) {
     static const struct { int n, pos0, heads, kv, hd; } shapes[] = {
         {1, 0, 4, 4, 32}, {1, 37, 14, 2, 64}, {5, 11, 8, 2, 16}, {17, 0, 4, 1, 64}, {64, 100, 6, 2, 128}, {3, 500, 7, 7, 64},
-        {2, 30, 16, 1, 256}, {1, 20, 12, 2, 96}, {4, 9, 10, 2, 48}};
+        {2, 30, 16, 1, 256}, {1, 20, 12, 2, 96}, {4, 9, 10, 2, 48},
+        /* decode at the 0.5b shape, and over long caches (>= 1024 rows: each kv head's rows split
+         * across threads and merged, kernels/cpu/cpu_attn.c): ragged slices, one and several query
+         * heads a kv head, short batches of unequal lengths */
+        {1, 543, 14, 2, 64}, {1, 2100, 8, 1, 128}, {2, 1100, 16, 2, 64}, {1, 1024, 4, 4, 32}, {1, 1030, 10, 2, 48},
+        {3, 1300, 6, 1, 64}, {1, 1535, 14, 2, 64}, {1, 64, 2, 1, 16}};
+    uint64_t saved_rng = op_rng; /* the cases after these see the inputs they saw before them (round 6) */
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        if (s == 9) saved_rng = op_rng, op_rng ^= 0x5bd1e995u; /* the split shapes: a stream of their own */
         int n = shapes[s].n, pos0 = shapes[s].pos0, h = shapes[s].heads, kv = shapes[s].kv, hd = shapes[s].hd;
         size_t ql = (size_t)n * h * hd, cl = (size_t)(pos0 + n) * kv * hd;
         float *q = malloc(sizeof(float) * ql), *k = malloc(sizeof(float) * cl), *v = malloc(sizeof(float) * cl);
@@ -481,6 +488,7 @@ static void test_attention(void) {
         drop(&pq), drop(&pk), drop(&pv), drop(&po);
         free(q), free(k), free(v);
     }
+    op_rng = saved_rng;
 }
 
 static void test_elementwise(void) {
@@ -629,6 +637,24 @@ int main(int argc, char **argv) {
             backend_destroy(&be);
         }
         be = repacked;
+    }
+    /* and with 3 threads: decode matmul chunks in uneven thread regions (threadpool.h tp_regions),
+     * attention slices dealt to 3 threads */
+    if (!strcmp(name, "cpu") && (wanted("matmul") || wanted("attention"))) {
+        backend *two = be;
+        be = backend_new(name, 3, &err);
+        CHECK(be != NULL, "backend %s with 3 threads: %s", name, err.msg);
+        if (be) {
+            printf("backend %s with 3 threads\n", name);
+            if (wanted("matmul")) { /* up to 12 tasks in 3 regions, unequal runs of 16-row blocks */
+                static const int rows[] = {45, 200, 896, 133}, ns[] = {1, 2, 3, 8};
+                for (int i = 0; i < 4; i++) run_matmul(rows[i], 64 * (2 + i), ns[i], 4, i % 2 ? 64 : 32, i % 2 ? BK_F16 : BK_BF16, i % 3);
+                test_matmul_fused();
+            }
+            if (wanted("attention")) test_attention();
+            backend_destroy(&be);
+        }
+        be = two;
     }
     if (json_path && write_json(json_path, name, be->ops->name)) CHECK(0, "--json %s could not be written", json_path);
     backend_destroy(&be);

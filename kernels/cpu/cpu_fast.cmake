@@ -2,6 +2,8 @@
 # library needs no -mavx flags and runs on any x86-64; the level is chosen at run time.
 target_sources(strata_kernels PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/cpu_fast.c
+  ${CMAKE_CURRENT_LIST_DIR}/cpu_attn.c
+  ${CMAKE_CURRENT_LIST_DIR}/cpu_prof.c
   ${CMAKE_CURRENT_LIST_DIR}/threadpool.c
   ${CMAKE_CURRENT_LIST_DIR}/q_scalar.c
   ${CMAKE_CURRENT_LIST_DIR}/q_avx2.c

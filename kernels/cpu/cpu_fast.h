@@ -9,12 +9,16 @@
  * STRATA_CPU_REPACK=0 reads 4-bit weights in the checkpoint layout instead of the repacked copy
  * the avx512 level builds at a weight's first matmul (same bytes again in memory);
  * STRATA_CPU_FUSE=0 runs matmuls of one input one by one instead of as one job;
+ * STRATA_CPU_AFFINE=0 deals decode matmul chunks to threads in pool order instead of by thread
+ * region; STRATA_CPU_ATTN_SPLIT=0 keeps a long cache's rows of a kv head in one task;
+ * STRATA_CPU_PREFETCH_NEXT=0 stops the workers' prefetch of the next decode matmul;
  * STRATA_CPU_PROFILE=1 prints wall time per op kind to stderr when the backend is destroyed. */
 backend *backend_cpu_fast_new(int n_threads, strata_err *err);
 /* the SIMD level a fast backend runs at: "scalar", "avx2" or "avx512" */
 const char *cpu_fast_level(const backend *be);
-/* switches a run-time option of a fast backend ("fuse": STRATA_CPU_FUSE) and returns its
- * previous value, -1 for an unknown name; for benchmarks that alternate old and new between
+/* switches a run-time option of a fast backend ("fuse", "affine", "attn_split": 0/1 as their
+ * STRATA_CPU_ variables; "pf_next": bytes a worker prefetches, 1 the default, 0 off) and returns
+ * its previous value, -1 for an unknown name; for benchmarks that alternate old and new between
  * tokens of one model */
 int cpu_fast_option(backend *be, const char *name, int value);
 /* whether this CPU can run a level */

@@ -55,6 +55,11 @@ typedef struct cpu_q4pack {
     const void *src_w, *src_s, *src_b; /* what it was built from */
     unsigned writes_w, writes_s, writes_b; /* and those buffers' write counts then */
     uint8_t *data;                      /* 64-byte aligned, n_blocks * block_bytes */
+    /* learned by cpu_fast.c (prefetch_next): the first bytes of the worker's rows in the decode
+     * job that came after this weight's last time; an address only, never read (that weight may
+     * be gone) */
+    const char *next_at;
+    size_t next_bytes;
 } cpu_q4pack;
 
 /* a pack for w (data not yet filled), or NULL when w does not fit the layout or memory is out */
@@ -84,9 +89,12 @@ typedef struct {
     /* NULL, or the attention of `group` query heads that share one kv head, over cache rows
      * 0 .. len-1: q and out hold the group's heads contiguously ([group, hd]); k and v point at
      * the kv head's slice of row 0, rows `kv_stride` floats apart; s is scratch of group * len
-     * floats. Only called when hd % 16 == 0, hd <= 256 and group <= 16. */
+     * floats. Only called when hd % 16 == 0, hd <= 256 and group <= 16. ml NULL: out is the
+     * attention; else rows 0 .. len-1 are one slice of the cache (decode splits a head's rows
+     * across threads): out[i] = sum_p exp(s_ip - m_i) v_p unnormalised, ml[2i] = m_i (the slice's
+     * max score of head i), ml[2i+1] = sum_p exp(s_ip - m_i); cpu_fast.c merges the slices. */
     void (*attn)(const float *q, const float *k, const float *v, size_t kv_stride, int len, int group, int hd,
-                 float scale, float *s, float *out);
+                 float scale, float *s, float *out, float *ml);
     /* g[i] = silu(g[i]) * u[i] */
     void (*swiglu)(float *g, const float *u, int n);
     /* NULL, or rmsnorm of token rows [t0, t1) of x[., dim] into out (may equal x), weight w of

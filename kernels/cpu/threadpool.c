@@ -23,6 +23,8 @@ struct tpool {
     int n_tasks;
     tp_fn fn;
     void *arg;
+    int has_pf;
+    tp_prefetch pf;
 };
 
 typedef struct {
@@ -48,7 +50,12 @@ static void claim_tasks(tpool *p, int thread) {
         p->fn(p->arg, t, p->n_tasks, thread);
         done++;
     }
-    if (done) atomic_fetch_add_explicit(&p->finished, done, memory_order_release);
+    if (!done) return; /* no claim: the caller may already be setting up the next job */
+    int has_pf = thread && p->has_pf; /* read before the release: until then the caller waits */
+    tp_prefetch pf;
+    if (has_pf) pf = p->pf;
+    atomic_fetch_add_explicit(&p->finished, done, memory_order_release);
+    for (size_t o = 0; has_pf && o < pf.bytes; o += 64) __builtin_prefetch(pf.at + o, 0, 2);
 }
 
 static void *worker(void *varg) {
@@ -115,7 +122,9 @@ void tp_free(tpool **pp) {
 
 int tp_threads(const tpool *p) { return p->n; }
 
-void tp_run(tpool *p, tp_fn fn, void *arg, int n_tasks) {
+void tp_run(tpool *p, tp_fn fn, void *arg, int n_tasks) { tp_run_pf(p, fn, arg, n_tasks, NULL); }
+
+void tp_run_pf(tpool *p, tp_fn fn, void *arg, int n_tasks, const tp_prefetch *pf) {
     if (n_tasks <= 0) return;
     if (p->n == 1 || n_tasks == 1) {
         for (int t = 0; t < n_tasks; t++) fn(arg, t, n_tasks, 0);
@@ -125,6 +134,8 @@ void tp_run(tpool *p, tp_fn fn, void *arg, int n_tasks) {
     p->fn = fn;
     p->arg = arg;
     p->n_tasks = n_tasks;
+    p->has_pf = pf != NULL;
+    if (pf) p->pf = *pf;
     atomic_store_explicit(&p->next_task, 0, memory_order_release);
     atomic_fetch_add_explicit(&p->gen, 1, memory_order_seq_cst);
     if (atomic_load(&p->sleepers) > 0) {
@@ -138,4 +149,23 @@ void tp_run(tpool *p, tp_fn fn, void *arg, int n_tasks) {
         if (spins < TP_PAUSES) cpu_relax();
         else sched_yield();
     }
+}
+
+tp_regions *tp_regions_init(tp_regions *r, const tpool *p, int n_tasks) {
+    if (p->n < 2 || p->n > TP_REGIONS_MAX || n_tasks < p->n) return NULL;
+    r->n = n_tasks;
+    r->nreg = p->n;
+    for (int i = 0; i < p->n; i++) atomic_init(&r->next[i], 0);
+    return r;
+}
+
+int tp_regions_claim(tp_regions *r, int task, int thread) {
+    if (!r) return task;
+    for (int k = 0; k < r->nreg; k++) {
+        int g = (thread + k) % r->nreg, lo = (int)((long)r->n * g / r->nreg), hi = (int)((long)r->n * (g + 1) / r->nreg);
+        if (atomic_load_explicit(&r->next[g], memory_order_relaxed) >= hi - lo) continue;
+        int i = atomic_fetch_add_explicit(&r->next[g], 1, memory_order_relaxed);
+        if (i < hi - lo) return lo + i;
+    }
+    return task; /* not reached: as many tasks as handed out */
 }

@@ -1,0 +1,30 @@
+/* The fast cpu backend's attention: its scratch and switches, and the op on the pool. */
+#ifndef STRATA_CPU_ATTN_H
+#define STRATA_CPU_ATTN_H
+
+#include <stddef.h>
+
+#include "kernels/cpu/cpu_kern.h"
+#include "kernels/cpu/threadpool.h"
+
+typedef struct {
+    int nth;
+    float **scores; /* per thread, scores_cap floats each */
+    int scores_cap;
+    /* decode over a long cache (attn_slices): each slice's unnormalised output and (max, sum) per
+     * head, merged after the job; NULL/0 until first needed */
+    float *part;
+    size_t part_cap;
+    int split;  /* STRATA_CPU_ATTN_SPLIT (1: split long caches) */
+    int affine; /* a thread's slices in row order first (tp_regions) */
+} cpu_attn;
+
+/* 0, or -1 when out of memory; the switches are the caller's to set */
+int cpu_attn_init(cpu_attn *c, int nth);
+void cpu_attn_free(cpu_attn *c);
+/* backend.h's attention on host memory: q [n, n_heads * hd], the caches [pos0 + n, n_kv_heads *
+ * hd], out like q; nth = the pool's threads, as at init */
+void cpu_attn_run(cpu_attn *c, const cpu_kernels *k, tpool *pool, const float *q, const float *kc, const float *vc,
+                  float *out, int n, int pos0, int n_heads, int n_kv_heads, int head_dim);
+
+#endif
