@@ -76,11 +76,17 @@ static void op_begin(backend *be, const void *written) {
 
 /* ---- memory: plain host buffers, as the reference ---- */
 
+/* frees b's repacked twin, which prefetch_next must then no longer name */
+static void free_pack(fast_ctx *c, bk_buf *b) {
+    if (b->packed && c->pf_prev == b->packed) c->pf_prev = NULL;
+    cpu_q4pack_free(b->packed);
+    b->packed = NULL;
+}
+
 static void fast_buf_free(backend *be, bk_buf *b) {
     if (!b) return;
     op_begin(be, b->data); /* a held matmul may read or write it */
-    if (b->packed && CTX(be)->pf_prev == b->packed) CTX(be)->pf_prev = NULL;
-    cpu_q4pack_free(b->packed);
+    free_pack(CTX(be), b);
     cpu_buf_free(be, b);
 }
 
@@ -171,9 +177,7 @@ static const cpu_q4pack *get_pack(fast_ctx *c, const bk_weight *w) {
     if (!c->repack || !c->k->pk_ok || !c->k->pk_ok(w, c->planes)) return NULL;
     bk_buf *b = w->w;
     if (b->packed && cpu_q4pack_matches(b->packed, w)) return b->packed;
-    if (b->packed && c->pf_prev == b->packed) c->pf_prev = NULL;
-    cpu_q4pack_free(b->packed);
-    b->packed = NULL;
+    free_pack(c, b);
     cpu_q4pack *p = cpu_q4pack_new(w);
     if (!p) return NULL; /* out of memory: the checkpoint layout still works */
     pack_job j = {p, w};
@@ -668,6 +672,12 @@ static int n_cores(void) {
     return n < 1 ? 1 : n > 256 ? 256 : (int)n;
 }
 
+/* a switch that is on unless the environment sets it to "0" */
+static int env_on(const char *name) {
+    const char *v = getenv(name);
+    return !(v && !strcmp(v, "0"));
+}
+
 backend *backend_cpu_fast_new(int n_threads, strata_err *err) {
     const cpu_kernels *k = pick_level(err);
     if (!k) return NULL;
@@ -679,16 +689,11 @@ backend *backend_cpu_fast_new(int n_threads, strata_err *err) {
     c->k = k;
     const char *planes = getenv("STRATA_CPU_PLANES");
     c->planes = planes && !strcmp(planes, "1") ? 1 : 2;
-    const char *repack = getenv("STRATA_CPU_REPACK");
-    c->repack = !(repack && !strcmp(repack, "0"));
-    const char *fuse = getenv("STRATA_CPU_FUSE");
-    c->fuse = !(fuse && !strcmp(fuse, "0"));
-    const char *split = getenv("STRATA_CPU_ATTN_SPLIT");
-    c->attn.split = !(split && !strcmp(split, "0"));
-    const char *affine = getenv("STRATA_CPU_AFFINE");
-    c->affine = !(affine && !strcmp(affine, "0"));
-    const char *pf = getenv("STRATA_CPU_PREFETCH_NEXT");
-    c->pf_bytes = pf && !strcmp(pf, "0") ? 0 : PF_NEXT_BYTES;
+    c->repack = env_on("STRATA_CPU_REPACK");
+    c->fuse = env_on("STRATA_CPU_FUSE");
+    c->attn.split = env_on("STRATA_CPU_ATTN_SPLIT");
+    c->affine = env_on("STRATA_CPU_AFFINE");
+    c->pf_bytes = env_on("STRATA_CPU_PREFETCH_NEXT") ? PF_NEXT_BYTES : 0;
     int nth = n_threads > 0 ? n_threads : n_cores();
     if (nth > 256) nth = 256;
     c->pool = tp_new(nth);
