@@ -119,6 +119,20 @@ static void apply_penalty(sampler *s, float *logits, const int32_t *history, int
     }
 }
 
+int32_t sampler_argmax(const float *x, int n) {
+    enum { LANES = 16 };
+    float m[LANES], top = -INFINITY;
+    for (int j = 0; j < LANES; j++) m[j] = -INFINITY;
+    int i = 0;
+    for (; i + LANES <= n; i += LANES) /* x > m ? x : m: a NaN x leaves m as it was */
+        for (int j = 0; j < LANES; j++) m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+    for (; i < n; i++) top = x[i] > top ? x[i] : top;
+    for (int j = 0; j < LANES; j++) top = m[j] > top ? m[j] : top;
+    for (i = 0; i < n; i++)
+        if (x[i] == top) return i;
+    return 0; /* all NaN */
+}
+
 int32_t sampler_sample(sampler *s, float *logits, const int32_t *history, int n_history) {
     const sampler_params *p = &s->p;
     int V = s->vocab;
@@ -129,12 +143,7 @@ int32_t sampler_sample(sampler *s, float *logits, const int32_t *history, int n_
         for (int i = 0; i < V; i++) top = logits[i] > top ? logits[i] : top;
         greedy = isinf(top);
     }
-    if (greedy) {
-        int32_t best = 0;
-        for (int i = 1; i < V; i++)
-            if (logits[i] > logits[best] || (isnan(logits[best]) && !isnan(logits[i]))) best = i;
-        return best;
-    }
+    if (greedy) return sampler_argmax(logits, V);
     cand *c = s->c;
     for (int i = 0; i < V; i++) c[i] = (cand){i, isnan(logits[i]) ? -INFINITY : logits[i]};
     int n = V, sorted = 0;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/chat.h"
+#include "common/sampler.h"
 #include "common/tokenizer.h"
 #include "master/cluster_cli.h"
 #include "master/engine.h"
@@ -159,13 +160,6 @@ static int parse_args(int argc, char **argv, master_opts *o) {
     return 0;
 }
 
-static int32_t argmax(const float *x, int n) {
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
-}
-
 /* --tokens: greedy ids in, ids out (no tokenizer needed) */
 static int run_ids(engine *e, const master_opts *o, strata_err *err) {
     int32_t *ids = NULL;
@@ -180,7 +174,7 @@ static int run_ids(engine *e, const master_opts *o, strata_err *err) {
     if (!logits || e->ops->forward(e, 1, ids, n_ids, logits, 0, err)) { rc = -1; goto out; }
     t1 = now_s();
     for (; generated < o->gp.max_tokens; generated++) {
-        int32_t tok = argmax(logits, vocab);
+        int32_t tok = sampler_argmax(logits, vocab);
         printf("%s%d", generated ? "," : "", tok);
         fflush(stdout);
         if (generated + 1 < o->gp.max_tokens && e->ops->forward(e, 1, &tok, 1, logits, 0, err)) { rc = -1; goto out; }

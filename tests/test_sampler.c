@@ -71,7 +71,46 @@ static void check_distribution(const char *what, const float *logits, int V, sam
     free(prob), free(count), free(work);
 }
 
+/* the greedy pick as a plain loop: the largest, ties to the lowest id, NaN never wins */
+static int32_t argmax_ref(const float *x, int n) {
+    int32_t best = -1;
+    for (int i = 0; i < n; i++)
+        if (!isnan(x[i]) && (best < 0 || x[i] > x[best])) best = i;
+    return best < 0 ? 0 : best;
+}
+
+/* sampler_argmax against it: lengths around its 16 lanes and a real vocab, random values with
+ * planted ties, NaNs and infinities */
+static void check_argmax(void) {
+    static const int lens[] = {1, 2, 15, 16, 17, 31, 33, 100, 1000, 151936, 152064};
+    unsigned r = 12345;
+    int bad = 0, cases = 0;
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++)
+        for (int rep = 0; rep < 24; rep++) {
+            int n = lens[li];
+            float *x = malloc(sizeof *x * (size_t)n);
+            for (int i = 0; i < n; i++) {
+                r = r * 1103515245u + 12345u;
+                x[i] = (float)((r >> 8) & 0xffff) / 256.0f - 128.0f;
+            }
+            r = r * 1103515245u + 12345u;
+            int a = (int)(r % (unsigned)n), b = (int)((r >> 7) % (unsigned)n);
+            if (rep % 6 == 1) x[a] = x[b] = 1000.0f;                 /* a tie at the top */
+            if (rep % 6 == 2) x[a] = NAN;                            /* a NaN anywhere */
+            if (rep % 6 == 3) x[a] = INFINITY, x[b] = INFINITY;      /* tied infinities */
+            if (rep % 6 == 4)                                        /* all NaN but one -inf */
+                for (int i = 0; i < n; i++) x[i] = i == a ? -INFINITY : NAN;
+            if (rep % 6 == 5)
+                for (int i = 0; i < n; i++) x[i] = NAN;              /* all NaN: 0 */
+            bad += sampler_argmax(x, n) != argmax_ref(x, n);
+            cases++;
+            free(x);
+        }
+    CHECK(bad == 0, "sampler_argmax = the plain loop on %d arrays (%d differ)", cases, bad);
+}
+
 int main(void) {
+    check_argmax();
     /* Greedy: argmax, lowest id on ties, and the penalty applies first. */
     {
         sampler_params p;

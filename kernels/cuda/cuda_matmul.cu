@@ -152,6 +152,15 @@ __device__ __forceinline__ void mv_finish(float (&acc)[R], float *y, int r0, int
     }
 }
 
+/* chunk c (16 bytes of each of R rows) at either width; x4: the whole x */
+template <int BITS, typename ST, int R>
+__device__ __forceinline__ void chunk_at(const uint4 (&w)[R], const float4 *__restrict__ x4, int c,
+                                         const ST *const (&sc)[R], const ST *const (&bi)[R], int cpg,
+                                         float (&acc)[R]) {
+    if constexpr (BITS == 4) chunk_q4<ST, R>(w, x4 + (size_t)c * 8, sc, bi, c / cpg, acc);
+    else chunk_q8<ST, R>(w, x4 + (size_t)c * 4, sc, bi, c / cpg, acc);
+}
+
 template <int BITS, typename ST, int R>
 __global__ void __launch_bounds__(256) mv_quant_kernel(const uint4 *__restrict__ W, const ST *__restrict__ S,
                                                        const ST *__restrict__ B, const float *__restrict__ x,
@@ -183,20 +192,14 @@ __global__ void __launch_bounds__(256) mv_quant_kernel(const uint4 *__restrict__
             w0[r] = ld_stream(wr[r] + c);
             w1[r] = ld_stream(wr[r] + c + step);
         }
-        if (BITS == 4) {
-            chunk_q4<ST, R>(w0, x4 + (size_t)c * 8, sr, br, c / chunks_per_group, acc);
-            chunk_q4<ST, R>(w1, x4 + (size_t)(c + step) * 8, sr, br, (c + step) / chunks_per_group, acc);
-        } else {
-            chunk_q8<ST, R>(w0, x4 + (size_t)c * 4, sr, br, c / chunks_per_group, acc);
-            chunk_q8<ST, R>(w1, x4 + (size_t)(c + step) * 4, sr, br, (c + step) / chunks_per_group, acc);
-        }
+        chunk_at<BITS, ST, R>(w0, x4, c, sr, br, chunks_per_group, acc);
+        chunk_at<BITS, ST, R>(w1, x4, c + step, sr, br, chunks_per_group, acc);
     }
     if (c < chunks) {
         uint4 w0[R];
 #pragma unroll
         for (int r = 0; r < R; r++) w0[r] = ld_stream(wr[r] + c);
-        if (BITS == 4) chunk_q4<ST, R>(w0, x4 + (size_t)c * 8, sr, br, c / chunks_per_group, acc);
-        else chunk_q8<ST, R>(w0, x4 + (size_t)c * 4, sr, br, c / chunks_per_group, acc);
+        chunk_at<BITS, ST, R>(w0, x4, c, sr, br, chunks_per_group, acc);
     }
     mv_finish<R>(acc, y, r0, rows, obias, obias_dtype);
 }
