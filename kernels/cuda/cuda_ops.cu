@@ -154,12 +154,19 @@ struct att_split {
     unsigned *cnt; /* [n_heads], zero between launches */
 };
 
+/* Latency, not bandwidth, sets a one-token attention's time (a 7b layer at 130 positions reads
+ * 0.5 MB of K/V and took 10.5 us): so a split block first asks L2 for its K/V rows of the
+ * positions before pos0, which earlier tokens wrote and which the kernels still running before
+ * this one (PDL) cannot touch (row pos0 is theirs: it is left alone), and a warp's scores load
+ * their K rows ATT_SCORE_ROWS at a time. */
+#define ATT_SCORE_ROWS 4
+
+__device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
 template <int J> /* J = dims a lane holds of q: ceil(head_dim / 32) */
 __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(const float *q, const float *k, const float *v,
                                                                 float *out, int pos0, int n_heads, int group,
                                                                 int head_dim, float scale, att_split sp) {
-    pdl_wait();
-    pdl_trigger();
     __shared__ float sc[ATT_TILE];
     __shared__ float red[32];
     __shared__ float part[ATT_THREADS];
@@ -174,6 +181,15 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(const float *q, 
     }
     const float *qh = q + (size_t)t * q_dim + (size_t)h * head_dim;
     const float *kb = k + (size_t)kh * head_dim, *vb = v + (size_t)kh * head_dim;
+    if (sp.per) { /* the old rows' 128-byte lines, K then V, one a thread at a time */
+        int old = min(len, pos0) - lo, lines = (head_dim + 31) / 32;
+        for (int i = threadIdx.x; i < 2 * old * lines; i += ATT_THREADS) {
+            int r = i / lines % old, l = i % lines;
+            prefetch_l2((i < old * lines ? kb : vb) + (size_t)(lo + r) * kv_dim + 32 * l);
+        }
+    }
+    pdl_wait();
+    pdl_trigger();
 
     float qr[J];
 #pragma unroll
@@ -189,17 +205,32 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(const float *q, 
 
     for (int p0 = lo; p0 < len; p0 += ATT_TILE) {
         int tl = len - p0 < ATT_TILE ? len - p0 : ATT_TILE;
-        /* scores of this tile */
-        for (int i = warp; i < tl; i += n_warps) {
-            const float *kr = kb + (size_t)(p0 + i) * kv_dim;
-            float s = 0.0f;
+        /* scores of this tile: a warp takes ATT_SCORE_ROWS positions n_warps apart at once,
+         * their K loads in flight together */
+        for (int i0 = warp; i0 < tl; i0 += ATT_SCORE_ROWS * n_warps) {
+            float kr[ATT_SCORE_ROWS][J], s[ATT_SCORE_ROWS];
 #pragma unroll
-            for (int j = 0; j < J; j++) {
-                int e = lane + 32 * j;
-                if (e < head_dim) s += qr[j] * kr[e];
+            for (int u = 0; u < ATT_SCORE_ROWS; u++) {
+                int i = i0 + u * n_warps;
+                const float *row = kb + (size_t)(p0 + (i < tl ? i : i0)) * kv_dim;
+#pragma unroll
+                for (int j = 0; j < J; j++) {
+                    int e = lane + 32 * j;
+                    kr[u][j] = i < tl && e < head_dim ? row[e] : 0.0f;
+                }
             }
-            s = warp_sum(s);
-            if (lane == 0) sc[i] = s * scale;
+#pragma unroll
+            for (int u = 0; u < ATT_SCORE_ROWS; u++) {
+                s[u] = 0.0f;
+#pragma unroll
+                for (int j = 0; j < J; j++) s[u] += qr[j] * kr[u][j];
+            }
+#pragma unroll
+            for (int u = 0; u < ATT_SCORE_ROWS; u++) s[u] = warp_sum(s[u]);
+            if (lane == 0)
+#pragma unroll
+                for (int u = 0; u < ATT_SCORE_ROWS; u++)
+                    if (i0 + u * n_warps < tl) sc[i0 + u * n_warps] = s[u] * scale;
         }
         __syncthreads();
         float mx = -INFINITY;
@@ -220,6 +251,13 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(const float *q, 
             acc *= corr;
             const float *vd = vb + d;
             int i = slice;
+            for (; i + 7 * slices < tl; i += 8 * slices) { /* 8 loads in flight */
+                float vv[8];
+#pragma unroll
+                for (int u = 0; u < 8; u++) vv[u] = vd[(size_t)(p0 + i + u * slices) * kv_dim];
+#pragma unroll
+                for (int u = 0; u < 8; u++) acc += sc[i + u * slices] * vv[u];
+            }
             for (; i + 3 * slices < tl; i += 4 * slices) {
                 float v0 = vd[(size_t)(p0 + i) * kv_dim], v1 = vd[(size_t)(p0 + i + slices) * kv_dim];
                 float v2 = vd[(size_t)(p0 + i + 2 * slices) * kv_dim], v3 = vd[(size_t)(p0 + i + 3 * slices) * kv_dim];
