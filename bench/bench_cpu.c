@@ -3,6 +3,7 @@
  *   bench_cpu [--threads N] [--json FILE] [--quick] [--skip-models] [--skip-kernels] [--model DIR]
  *             [--models SHAPE[:LAYERS],...] [--kernels MODEL[/MATRIX],...] [--prefill N] [--decode N] [--ns N,...]
  *             [--ab] [--ab-var NAME] [--ab-live NAME[=VALUE]] [--rounds N] [--side-probe] [--side-warm]
+ *             [--kv-cap N]
  *
  * (1) read bandwidth, 1 thread and all threads; (2) q4 matvec and matmul GB/s and GFLOP/s at the
  * matrix shapes of qwen2.5-0.5b, llama-3.2-1b and qwen2.5-7b (random weights in memory, copies
@@ -20,6 +21,8 @@
  * time. --side-probe: a 256 MB read with all threads after every timed decode token; the model
  * rows then also give the median probe and the median of (token's weight GB/s / its probe);
  * --side-warm: the probe before each timed token, then an untimed token (side_before).
+ * --kv-cap N: KV caches of at least N positions (a served context's; by default the run's
+ * length, which keeps a layer's cache under the 2 MB at which the backend asks for huge pages).
  * --rounds N repeats the model rows N times (alternating with --ab): on a
  * shared machine one run is not a measurement. */
 #include <jansson.h>
@@ -265,6 +268,9 @@ static side_probe side;
  * does not start cold (the pool asleep after the probe's 5 ms wait, TLB and caches full of the
  * probe's data) but as in back-to-back decode. Returns the probe's GB/s, or -1 on an error. */
 static int side_warm;
+static int kv_cap_min; /* --kv-cap: the KV cache holds at least this many positions */
+
+static int kv_cap(int need) { return need > kv_cap_min ? need : kv_cap_min; }
 static double side_before(fwd_state *fs, kv_cache *kv, const int32_t *id, float *logits, int threads, strata_err *err) {
     double gbs = side_probe_run(&side, threads);
     int len = kv->len;
@@ -356,7 +362,7 @@ fail:
 static int run_model(const char *dir, int threads, int repack, int n_prefill, int n_decode, model_result *res, strata_err *err) {
     bench_model b;
     int rc = -1;
-    if (bench_model_open(&b, dir, threads, repack, n_prefill, n_prefill + n_decode + 8, err)) return -1;
+    if (bench_model_open(&b, dir, threads, repack, n_prefill, kv_cap(n_prefill + n_decode + 8), err)) return -1;
     fwd_state *fs = b.fs;
     kv_cache *kv = b.kv;
     model *m = b.m;
@@ -413,7 +419,7 @@ static int run_model_live(const char *dir, int threads, const char *opt, int n_p
     bench_model b;
     double *tok[2] = {NULL, NULL}, *probe[2] = {NULL, NULL}, sum[2] = {0.0, 0.0};
     int rc = -1;
-    if (bench_model_open(&b, dir, threads, -1, n_prefill, n_prefill + 2 * n_decode + 8, err)) return -1;
+    if (bench_model_open(&b, dir, threads, -1, n_prefill, kv_cap(n_prefill + 2 * n_decode + 8), err)) return -1;
     backend *be = b.be;
     fwd_state *fs = b.fs;
     kv_cache *kv = b.kv;
@@ -508,6 +514,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--decode") && v) n_decode = atoi(argv[++i]);
         else if (!strcmp(a, "--ns") && v) ns_arg = argv[++i];
         else if (!strcmp(a, "--rounds") && v) rounds = atoi(argv[++i]);
+        else if (!strcmp(a, "--kv-cap") && v) kv_cap_min = atoi(argv[++i]);
         else if (!strcmp(a, "--ab")) ab = 1;
         else if (!strcmp(a, "--ab-var") && v) ab_var = argv[++i];
         else if (!strcmp(a, "--ab-live") && v) ab_live = argv[++i], ab = 1;
@@ -520,7 +527,8 @@ int main(int argc, char **argv) {
             fprintf(stderr, "usage: bench_cpu [--threads N] [--json FILE] [--quick] [--skip-models] [--skip-kernels]\n"
                             "                 [--model DIR]"
                             "                 [--models SHAPE[:LAYERS],...] [--kernels MODEL[/MATRIX],...] [--prefill N] [--decode N] [--ns N,...]\n"
-                            "                 [--ab] [--ab-var NAME] [--ab-live NAME[=VALUE]] [--rounds N] [--side-probe] [--side-warm]\n");
+                            "                 [--ab] [--ab-var NAME] [--ab-live NAME[=VALUE]] [--rounds N] [--side-probe] [--side-warm]\n"
+                            "                 [--kv-cap N]\n");
             return 2;
         }
     }

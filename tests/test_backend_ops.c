@@ -2,17 +2,33 @@
  * backend named on the command line against "cpu-ref", on random inputs (never zeros) at several
  * shapes, ragged ones included, then whole tiny models through the forward pass.
  *
- *   test_backend_ops BACKEND [--seed N] [--only OP] [-v] [--json FILE]
+ *   test_backend_ops BACKEND [--seed N] [--only OP] [-v] [--json FILE] [--threads N]
  *
- * --json FILE writes, per op, the worst relative error over its cases (scripts/validate-mac.sh
+ * --threads N: the backend under test with N threads (backend_new's n_threads; 0, the default:
+ * its own choice). --json FILE writes, per op, the worst relative error over its cases (scripts/validate-mac.sh
  * puts it in its report): {"backend": NAME, "implementation": ..., "passed": N, "failed": M,
  * "ops": [{"op": ..., "max_rel_err": ..., "cases": N, "tol": ...}, ...]}. A NaN or a case that
  * could not run counts as error 1e300 (JSON has no NaN), flagged "nonfinite": true.
  *
- * Metric, per output: max|out - ref| / max|ref|, below the op's tolerance (the table `tols`).
+ * Metric, below the op's tolerance (the table `tols`):
+ * - matmul: a case's largest error over the larger of its largest output and the size of its
+ *   outputs' terms, the way a dot product's rounding error is bounded by its terms, not by its
+ *   result:   max|out - ref| / max(max|ref|, max over outputs of ||terms||_2)
+ *   where an output's terms are W[r, c] x[t, c] (W dequantized as the contract says) and its bias,
+ *   computed in double on the host from the reference's own buffers (ref_mm). Mostly max|ref| is
+ *   the larger, and this is the old figure max|out - ref| / max|ref| (the terms decided 5.7% of the
+ *   case runs over seeds 1..20); but a case whose outputs cancel (|ref| far below the terms) no
+ *   longer shrinks the denominator: that failed
+ *   correct kernels ([1 x 64] n=2 at 1.3e-3..2e-3, --seed 2 and 3). The old figure and the
+ *   per-output max |out - ref| / sum |terms| are printed beside it (-v, and in a failure).
+ *   test_matmul_metric checks that the metric passes the exact result and fails a result one
+ *   output of which is off by 1e-2 of its terms, or whose dequantization uses a neighbour
+ *   group's bias.
+ * - every other op: max|out - ref| / max|ref| over the case.
  * Quantized matmul allows 1e-3, the contract's bound for kernels that quantize activations or
  * reorder sums; ops that only reorder float work allow 1e-5; copies must be exact. The "model"
- * cases compare the logits of prefill + decode steps with the same 1e-3.
+ * cases compare the logits of prefill + decode steps with the same 1e-3 (of max|ref|). --json
+ * reports the checked figure.
  * Any backend runs it unchanged (metal-sim, cuda add themselves with their own name).
  * Exit 77 (skipped) when the backend cannot be created because this machine lacks it. */
 #include <jansson.h>
@@ -99,23 +115,156 @@ static pair wrap(const void *host, size_t bytes) {
     return p;
 }
 
+/* ---- the matmul metric: an output's error over the magnitude of its terms ----
+ * terms[t, r] = sum_c |W[r, c] x[t, c]| + |bias[r]| (W dequantized as the contract says), from the
+ * reference's own copies of the weight and the input, taken when the reference runs the matmul
+ * (ref_mm): an input may be rewritten before the output is compared (test_matmul_fused). Kept
+ * per reference output buffer until the next matmul into it or its drop. */
+#define TERMS_MAX 32
+static struct { const bk_buf *y; double *terms; size_t n; } terms_of[TERMS_MAX]; /* terms: [2][n], T then R */
+
+static void terms_forget(const bk_buf *y) {
+    for (int i = 0; i < TERMS_MAX; i++)
+        if (terms_of[i].y == y) free(terms_of[i].terms), terms_of[i].y = NULL, terms_of[i].terms = NULL;
+}
+
+static const double *terms_find(const bk_buf *y, size_t n) {
+    for (int i = 0; i < TERMS_MAX; i++)
+        if (terms_of[i].y == y && terms_of[i].n == n) return terms_of[i].terms;
+    return NULL;
+}
+
+static void *xmalloc(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) { fprintf(stderr, "out of memory\n"); exit(1); }
+    return p;
+}
+
+/* w's rows dequantized into W[rows, cols] (double), read back through the reference backend;
+ * wrong_bias: group 0 of every row with group 1's bias (test_matmul_metric's deliberate bug) */
+static double *dequant(const bk_weight *w, int wrong_bias) {
+    size_t rows = (size_t)w->rows, cols = (size_t)w->cols, n = rows * cols;
+    double *W = xmalloc(n * sizeof(double));
+    if (!w->bits) {
+        void *d = xmalloc(n * bk_dtype_size(w->wdtype));
+        ref->ops->buf_read(ref, w->w, 0, d, n * bk_dtype_size(w->wdtype));
+        for (size_t i = 0; i < n; i++) W[i] = bk_load_float(d, w->wdtype, i);
+        free(d);
+        return W;
+    }
+    size_t ng = rows * (cols / (size_t)w->group_size), es = bk_dtype_size(w->sdtype);
+    uint32_t *q = xmalloc(n * (size_t)w->bits / 8);
+    void *s = xmalloc(ng * es), *b = xmalloc(ng * es);
+    ref->ops->buf_read(ref, w->w, 0, q, n * (size_t)w->bits / 8);
+    ref->ops->buf_read(ref, w->scales, 0, s, ng * es);
+    ref->ops->buf_read(ref, w->biases, 0, b, ng * es);
+    for (size_t i = 0; i < n; i++) {
+        size_t bit = i * (size_t)w->bits, g = i / (size_t)w->group_size; /* rows hold whole groups */
+        uint32_t code = q[bit / 32] >> (bit % 32) & ((1u << w->bits) - 1);
+        size_t gb = wrong_bias && i % cols < (size_t)w->group_size && cols > (size_t)w->group_size ? g + 1 : g;
+        W[i] = (double)bk_load_float(s, w->sdtype, g) * code + bk_load_float(b, w->sdtype, gb);
+    }
+    free(q), free(s), free(b);
+    return W;
+}
+
+/* y = W x + bias in double on the host (y may be NULL) and the size of each output's terms, T =
+ * sum |terms| and R = sqrt(sum terms^2), from the reference's buffers; wrong_bias as dequant */
+static void host_mm(const bk_weight *w, const bk_buf *x, int n, int wrong_bias, double *y, double *T, double *R) {
+    size_t rows = (size_t)w->rows, cols = (size_t)w->cols;
+    double *W = dequant(w, wrong_bias);
+    float *xs = xmalloc((size_t)n * cols * sizeof(float)), *bias = NULL;
+    ref->ops->buf_read(ref, x, 0, xs, (size_t)n * cols * sizeof(float));
+    if (w->bias.data) {
+        void *bv = xmalloc(rows * bk_dtype_size(w->bias.dtype));
+        ref->ops->buf_read(ref, w->bias.data, 0, bv, rows * bk_dtype_size(w->bias.dtype));
+        bias = xmalloc(rows * sizeof(float));
+        for (size_t r = 0; r < rows; r++) bias[r] = bk_load_float(bv, w->bias.dtype, r);
+        free(bv);
+    }
+    for (int t = 0; t < n; t++)
+        for (size_t r = 0; r < rows; r++) {
+            double acc = bias ? bias[r] : 0.0, mag = fabs(acc), sq = acc * acc;
+            for (size_t c = 0; c < cols; c++) {
+                double term = W[r * cols + c] * xs[(size_t)t * cols + c];
+                acc += term, mag += fabs(term), sq += term * term;
+            }
+            if (y) y[(size_t)t * rows + r] = acc;
+            T[(size_t)t * rows + r] = mag;
+            R[(size_t)t * rows + r] = sqrt(sq);
+        }
+    free(W), free(xs), free(bias);
+}
+
+/* the reference's y = W x, and the terms of each output (above) */
+static void ref_mm(const bk_weight *w, const bk_buf *x, bk_buf *y, int n) {
+    ref->ops->matmul(ref, w, x, y, n);
+    size_t ny = (size_t)n * (size_t)w->rows;
+    double *T = xmalloc(2 * ny * sizeof(double));
+    host_mm(w, x, n, 0, NULL, T, T + ny);
+    terms_forget(y);
+    int i = 0;
+    while (i < TERMS_MAX && terms_of[i].y) i++;
+    if (i == TERMS_MAX) { fprintf(stderr, "test_backend_ops: more than %d matmul outputs at once\n", TERMS_MAX); exit(1); }
+    terms_of[i].y = y, terms_of[i].terms = T, terms_of[i].n = ny;
+}
+
+/* x += y of n floats on two matmul outputs: x's terms are now both's */
+static void terms_add(const bk_buf *x, const bk_buf *y, size_t n) {
+    double *tx = NULL, *rx = NULL;
+    const double *ty = NULL, *ry = NULL;
+    for (int i = 0; i < TERMS_MAX; i++) {
+        if (terms_of[i].y == x && terms_of[i].n >= n) tx = terms_of[i].terms, rx = tx + terms_of[i].n;
+        if (terms_of[i].y == y && terms_of[i].n >= n) ty = terms_of[i].terms, ry = ty + terms_of[i].n;
+    }
+    if (tx && ty)
+        for (size_t i = 0; i < n; i++) tx[i] += ty[i], rx[i] = sqrt(rx[i] * rx[i] + ry[i] * ry[i]);
+    else if (tx) terms_forget(x); /* unknown terms: measured against max|ref| */
+}
+
+/* a matmul case's figures (a NaN anywhere wins each): the checked one, max|a - r| / max(max|r|,
+ * max R), and two for comparison, the old max|a - r| / max|r| and the per-output bound max of
+ * |a - r| / T; TR = T[n] then R[n] as ref_mm keeps them */
+typedef struct { double checked, of_ref, of_sum; } mm_err;
+
+static mm_err matmul_err(const float *a, const float *r, const double *TR, size_t n) {
+    double md = 0.0, mr = 0.0, mR = 0.0, mt = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - r[i]), t = d / (TR[i] > 0.0 ? TR[i] : 1e-300);
+        if (!(d <= md)) md = d;
+        if (!(t <= mt)) mt = t;
+        if (fabs(r[i]) > mr) mr = fabs(r[i]);
+        if (TR[n + i] > mR) mR = TR[n + i];
+    }
+    return (mm_err){md / (mr > mR ? mr : mR > 0.0 ? mR : 1e-300), mr > 0.0 ? md / mr : md, mt};
+}
+
 static void drop(pair *p) {
+    if (p->r) terms_forget(p->r);
     if (p->b) be->ops->buf_free(be, p->b);
     if (p->r) ref->ops->buf_free(ref, p->r);
     p->b = p->r = NULL;
 }
 
-/* reads both, compares, records */
+/* reads both, compares, records; a matmul output the reference computed with ref_mm is measured
+ * against its terms, anything else against max|ref| */
 static void compare(const char *op, pair p, size_t n_floats, const char *what) {
-    float *a = malloc(n_floats * sizeof(float)), *r = malloc(n_floats * sizeof(float));
-    if (!a || !r) { fprintf(stderr, "out of memory\n"); exit(1); }
+    float *a = xmalloc(n_floats * sizeof(float)), *r = xmalloc(n_floats * sizeof(float));
     be->ops->sync(be);
     be->ops->buf_read(be, p.b, 0, a, n_floats * sizeof(float));
     ref->ops->buf_read(ref, p.r, 0, r, n_floats * sizeof(float));
-    double e = rel_err(a, r, n_floats), tol = tol_of(op);
+    const double *T = strcmp(op, "matmul") ? NULL : terms_find(p.r, n_floats);
+    mm_err m = T ? matmul_err(a, r, T, n_floats) : (mm_err){0};
+    double e = T ? m.checked : rel_err(a, r, n_floats), tol = tol_of(op);
     record(op, e);
-    CHECK(e <= tol, "%s %s: rel err %.3g > %.3g", op, what, e, tol);
-    if (verbose) printf("%-9s %-60s rel err %.3g\n", op, what, e);
+    if (T) {
+        CHECK(e <= tol, "%s %s: rel err %.3g > %.3g (of max|ref| %.3g, of sum|terms| %.3g)", op, what, e, tol, m.of_ref,
+              m.of_sum);
+        if (verbose) printf("%-9s %-60s rel err %.3g (of max|ref| %.3g, of sum|terms| %.3g)\n", op, what, e, m.of_ref, m.of_sum);
+    } else {
+        CHECK(e <= tol, "%s %s: rel err %.3g > %.3g", op, what, e, tol);
+        if (verbose) printf("%-9s %-60s rel err %.3g\n", op, what, e);
+    }
     free(a);
     free(r);
 }
@@ -187,7 +336,7 @@ static void run_matmul(int rows, int cols, int n, int bits, int group, bk_dtype 
     pair px = upload(x, sizeof(float) * (size_t)n * cols);
     pair py = {be->ops->buf_alloc(be, sizeof(float) * (size_t)n * rows), ref->ops->buf_alloc(ref, sizeof(float) * (size_t)n * rows)};
     be->ops->matmul(be, &w.wb, px.b, py.b, n);
-    ref->ops->matmul(ref, &w.wr, px.r, py.r, n);
+    ref_mm(&w.wr, px.r, py.r, n);
     char what[128];
     snprintf(what, sizeof what, "%s bits=%d g=%d %s [%d x %d] n=%d bias=%d", bits ? "q" : "dense", bits, group,
              bk_dtype_name(dt), rows, cols, n, with_bias);
@@ -198,7 +347,7 @@ static void run_matmul(int rows, int cols, int n, int bits, int group, bk_dtype 
     be->ops->buf_write(be, px.b, 0, x, sizeof(float) * (size_t)n * cols);
     ref->ops->buf_write(ref, px.r, 0, x, sizeof(float) * (size_t)n * cols);
     be->ops->matmul(be, &w.wb, px.b, py.b, n);
-    ref->ops->matmul(ref, &w.wr, px.r, py.r, n);
+    ref_mm(&w.wr, px.r, py.r, n);
     compare("matmul", py, (size_t)n * rows, "(rewritten input)");
     drop(&px), drop(&py);
     free(x);
@@ -250,7 +399,7 @@ static void test_matmul_redescribed(void) {
     pair px = upload(x, sizeof(float) * (size_t)n * 256);
     pair py = {be->ops->buf_alloc(be, sizeof(float) * (size_t)n * 80), ref->ops->buf_alloc(ref, sizeof(float) * (size_t)n * 80)};
     be->ops->matmul(be, &w.wb, px.b, py.b, n);
-    ref->ops->matmul(ref, &w.wr, px.r, py.r, n);
+    ref_mm(&w.wr, px.r, py.r, n);
     compare("matmul", py, (size_t)n * 40, "q4 [40 x 256] g=64, first description");
     /* the same codes as [80 x 128] groups of 32 (the 40 x 4 f16 scales read as 80 x 4 needs
      * twice the scales: a fresh scale array) */
@@ -262,7 +411,7 @@ static void test_matmul_redescribed(void) {
     wb.scales = ps.b, wr.scales = ps.r, wb.biases = pb.b, wr.biases = pb.r;
     pair px2 = upload(x, sizeof(float) * (size_t)n * 128);
     be->ops->matmul(be, &wb, px2.b, py.b, n);
-    ref->ops->matmul(ref, &wr, px2.r, py.r, n);
+    ref_mm(&wr, px2.r, py.r, n);
     compare("matmul", py, (size_t)n * 80, "q4 the same codes as [80 x 128] g=32");
     drop(&px), drop(&px2), drop(&py), drop(&ps), drop(&pb);
     free(x), free(s2), free(b2);
@@ -297,7 +446,7 @@ static void test_matmul_weight_rewritten(void) {
             ref->ops->buf_write(ref, ps.r, 0, sc, (size_t)ng * 2);
         }
         be->ops->matmul(be, &wb, px.b, py.b, n);
-        ref->ops->matmul(ref, &wr, px.r, py.r, n);
+        ref_mm(&wr, px.r, py.r, n);
         compare("matmul", py, (size_t)n * rows, step == 0 ? "q4 allocated weight" : step == 1 ? "(codes rewritten)" : "(scales rewritten)");
     }
     drop(&pq), drop(&ps), drop(&pb), drop(&px), drop(&py);
@@ -309,7 +458,7 @@ static void test_matmul_weight_rewritten(void) {
 static void matmul_from_stack(const weight *w, pair px, pair py, int n) {
     bk_weight wb = w->wb, wr = w->wr;
     be->ops->matmul(be, &wb, px.b, py.b, n);
-    ref->ops->matmul(ref, &wr, px.r, py.r, n);
+    ref_mm(&wr, px.r, py.r, n);
     memset(&wb, 0xff, sizeof wb);
     memset(&wr, 0xff, sizeof wr);
 }
@@ -352,6 +501,7 @@ static void test_matmul_fused(void) {
         for (int i = 0; i < nw; i++) matmul_from_stack(&w[i], px, py[i], n);
         be->ops->add(be, py[1].b, py[2].b, n * 16);
         ref->ops->add(ref, py[1].r, py[2].r, n * 16);
+        terms_add(py[1].r, py[2].r, (size_t)n * 16);
         for (int i = 0; i < nw; i++) {
             snprintf(what, sizeof what, "fused q4 %d of 6 n=%d (then add)", i + 1, n);
             compare("matmul", py[i], (size_t)n * rows[i], what);
@@ -382,6 +532,64 @@ static void test_matmul_fused(void) {
         drop(&pt), drop(&px);
         for (int i = 0; i < nw; i++) drop(&py[i]), weight_free(&w[i]);
         free(x);
+    }
+    op_rng = saved_rng;
+}
+
+/* The metric checks itself (not the backend): on a few shapes, from the reference's output r of a
+ * matmul and the size of its terms,
+ *   the exact y = W x + bias (double, on the host) must pass: the metric takes the contract;
+ *   r with one output moved by 1e-2 of its terms (sum |w x|) must fail, even the output of
+ *   largest |ref|;
+ *   y with group 0 of every row dequantized with group 1's bias (an index bug in a kernel's
+ *   dequantization) must fail,
+ * each also measured the old way (of max|ref|) and per output (of sum|terms|), printed with -v. The
+ * [1 x 128] n=2 shape is the kind whose outputs can cancel (what the old way failed correct
+ * kernels on with --seed 2 and 3). Own random stream, restored after. */
+static void test_matmul_metric(void) {
+    uint64_t saved_rng = op_rng;
+    op_rng ^= 0x2545f4914f6cdd1dull;
+    static const struct { int rows, cols, n, bits, group; bk_dtype dt; int bias; } shapes[] = {
+        {1, 128, 2, 4, 64, BK_F32, 2}, {67, 896, 1, 4, 64, BK_F16, 0}, {13, 224, 3, 8, 32, BK_BF16, 1},
+        {36, 640, 17, 4, 128, BK_F16, 2}, {40, 896, 1, 4, 32, BK_BF16, 1}};
+    double tol = tol_of("matmul");
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int rows = shapes[si].rows, cols = shapes[si].cols, n = shapes[si].n;
+        size_t ny = (size_t)n * rows;
+        weight w;
+        weight_make(&w, rows, cols, shapes[si].bits, shapes[si].group, shapes[si].dt, shapes[si].bias);
+        float *x = xmalloc(sizeof(float) * (size_t)n * cols), *r = xmalloc(sizeof(float) * ny), *a = xmalloc(sizeof(float) * ny);
+        fill(x, (size_t)n * cols, 1.0f);
+        pair px = upload(x, sizeof(float) * (size_t)n * cols), py = out_pair(ny);
+        ref_mm(&w.wr, px.r, py.r, n);
+        ref->ops->buf_read(ref, py.r, 0, r, sizeof(float) * ny);
+        const double *TR = terms_find(py.r, ny);
+        double *y = xmalloc(sizeof(double) * ny), *TR2 = xmalloc(2 * sizeof(double) * ny);
+        char what[96];
+        snprintf(what, sizeof what, "q%d g=%d %s [%d x %d] n=%d", shapes[si].bits, shapes[si].group,
+                 bk_dtype_name(shapes[si].dt), rows, cols, n);
+        for (int kind = 0; kind < 3; kind++) {
+            static const char *const kinds[] = {"the exact result", "one output off by 1e-2 of its terms", "a wrong group bias"};
+            if (kind == 1) { /* the output of largest |ref| */
+                size_t big = 0;
+                for (size_t i = 1; i < ny; i++) big = fabsf(r[i]) > fabsf(r[big]) ? i : big;
+                memcpy(a, r, sizeof(float) * ny);
+                a[big] += (float)(1e-2 * TR[big]);
+            } else {
+                if (kind == 2 && cols == shapes[si].group) continue; /* one group: no neighbour */
+                host_mm(&w.wr, px.r, n, kind == 2, y, TR2, TR2 + ny);
+                for (size_t i = 0; i < ny; i++) a[i] = (float)y[i];
+            }
+            mm_err m = matmul_err(a, r, TR, ny);
+            if (kind == 0) CHECK(m.checked <= tol, "metric self-check %s: %s fails: %.3g", what, kinds[kind], m.checked);
+            else CHECK(m.checked > tol, "metric self-check %s: %s passes: %.3g", what, kinds[kind], m.checked);
+            if (verbose)
+                printf("metric    %-40s %-36s %.3g (of max|ref| %.3g, of sum|terms| %.3g)\n", what, kinds[kind], m.checked,
+                       m.of_ref, m.of_sum);
+        }
+        drop(&px), drop(&py);
+        free(x), free(r), free(a), free(y), free(TR2);
+        weight_free(&w);
     }
     op_rng = saved_rng;
 }
@@ -470,7 +678,9 @@ static void test_attention(void) {
          * across threads and merged, kernels/cpu/cpu_attn.c): ragged slices, one and several query
          * heads a kv head, short batches of unequal lengths */
         {1, 543, 14, 2, 64}, {1, 2100, 8, 1, 128}, {2, 1100, 16, 2, 64}, {1, 1024, 4, 4, 32}, {1, 1030, 10, 2, 48},
-        {3, 1300, 6, 1, 64}, {1, 1535, 14, 2, 64}, {1, 64, 2, 1, 16}};
+        {3, 1300, 6, 1, 64}, {1, 1535, 14, 2, 64}, {1, 64, 2, 1, 16},
+        /* caches of 2 MB and more: the cpu backend maps them in huge pages (cpu_fast.c fast_buf_alloc) */
+        {1, 4200, 8, 2, 64}, {2, 4097, 4, 1, 128}};
     uint64_t saved_rng = op_rng; /* the cases after these see the inputs they saw before them (round 6) */
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         if (s == 9) saved_rng = op_rng, op_rng ^= 0x5bd1e995u; /* the split shapes: a stream of their own */
@@ -586,17 +796,19 @@ done:
 
 int main(int argc, char **argv) {
     const char *name = NULL, *json_path = NULL;
+    int threads = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seed") && i + 1 < argc) op_rng = strtoull(argv[++i], NULL, 10) * 2654435761ull + 1;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-v")) verbose = 1;
         else if (!name && argv[i][0] != '-') name = argv[i];
-        else { fprintf(stderr, "usage: test_backend_ops BACKEND [--seed N] [--only OP] [-v] [--json FILE]\n"); return 2; }
+        else { fprintf(stderr, "usage: test_backend_ops BACKEND [--seed N] [--only OP] [-v] [--json FILE] [--threads N]\n"); return 2; }
     }
-    if (!name) { fprintf(stderr, "usage: test_backend_ops BACKEND [--seed N] [--only OP] [-v] [--json FILE]\n"); return 2; }
+    if (!name) { fprintf(stderr, "usage: test_backend_ops BACKEND [--seed N] [--only OP] [-v] [--json FILE] [--threads N]\n"); return 2; }
     strata_err err = {{0}};
-    be = backend_new(name, 0, &err);
+    be = backend_new(name, threads, &err);
     if (!be) {
         printf("skipped: backend '%s': %s\n", name, err.msg);
         return 77;
@@ -604,7 +816,8 @@ int main(int argc, char **argv) {
     ref = backend_cpu_ref_new();
     printf("backend %s against cpu-ref\n", be->ops->name);
     if (wanted("matmul"))
-        test_matmul(), test_matmul_q4_tiles(), test_matmul_redescribed(), test_matmul_weight_rewritten(), test_matmul_fused();
+        test_matmul(), test_matmul_q4_tiles(), test_matmul_redescribed(), test_matmul_weight_rewritten(), test_matmul_fused(),
+            test_matmul_metric();
     if (wanted("embed")) test_embed();
     if (wanted("rmsnorm")) test_rmsnorm();
     if (wanted("rope")) test_rope();
@@ -628,7 +841,7 @@ int main(int argc, char **argv) {
     if (!strcmp(name, "cpu") && !getenv("STRATA_CPU_REPACK") && wanted("matmul")) {
         backend *repacked = be;
         setenv("STRATA_CPU_REPACK", "0", 1);
-        be = backend_new(name, 0, &err);
+        be = backend_new(name, threads, &err);
         unsetenv("STRATA_CPU_REPACK");
         CHECK(be != NULL, "backend %s with STRATA_CPU_REPACK=0: %s", name, err.msg);
         if (be) {

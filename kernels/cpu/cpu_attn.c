@@ -145,8 +145,8 @@ static int attn_slices(cpu_attn *c, const attn_job *j, int nth) {
     return s;
 }
 
-void cpu_attn_run(cpu_attn *c, const cpu_kernels *k, tpool *pool, const float *q, const float *kc, const float *vc,
-                  float *out, int n, int pos0, int n_heads, int n_kv_heads, int head_dim) {
+void cpu_attn_run(cpu_attn *c, const cpu_kernels *k, tpool *pool, int affine, const float *q, const float *kc,
+                  const float *vc, float *out, int n, int pos0, int n_heads, int n_kv_heads, int head_dim) {
     int nth = tp_threads(pool), group = n_heads / n_kv_heads;
     int fused = k->attn && head_dim % 16 == 0 && head_dim <= 256 && group <= 16;
     int need = (pos0 + n) * (fused ? group : 1);
@@ -161,7 +161,7 @@ void cpu_attn_run(cpu_attn *c, const cpu_kernels *k, tpool *pool, const float *q
     attn_job j = {c, k, q, kc, vc, out, n, pos0, n_heads, n_kv_heads, head_dim, 1, NULL};
     if (fused && (j.slices = attn_slices(c, &j, nth)) > 1) {
         tp_regions r;
-        j.reg = c->affine ? tp_regions_init(&r, pool, n * n_kv_heads * j.slices) : NULL;
+        j.reg = affine ? tp_regions_init(&r, pool, n * n_kv_heads * j.slices) : NULL;
         tp_run(pool, attn_slice_run, &j, n * n_kv_heads * j.slices);
         attn_merge(&j);
     } else if (fused) {

@@ -15,16 +15,16 @@ typedef struct {
      * head, merged after the job; NULL/0 until first needed */
     float *part;
     size_t part_cap;
-    int split;  /* STRATA_CPU_ATTN_SPLIT (1: split long caches) */
-    int affine; /* a thread's slices in row order first (tp_regions) */
+    int split; /* STRATA_CPU_ATTN_SPLIT (1: split long caches) */
 } cpu_attn;
 
-/* 0, or -1 when out of memory; the switches are the caller's to set */
+/* 0, or -1 when out of memory; the switch is the caller's to set */
 int cpu_attn_init(cpu_attn *c, int nth);
 void cpu_attn_free(cpu_attn *c);
 /* backend.h's attention on host memory: q [n, n_heads * hd], the caches [pos0 + n, n_kv_heads *
- * hd], out like q; nth = the pool's threads, as at init */
-void cpu_attn_run(cpu_attn *c, const cpu_kernels *k, tpool *pool, const float *q, const float *kc, const float *vc,
-                  float *out, int n, int pos0, int n_heads, int n_kv_heads, int head_dim);
+ * hd], out like q; the pool's threads as at init; affine: a thread's slices of a long cache in row
+ * order first (tp_regions, the backend's STRATA_CPU_AFFINE) */
+void cpu_attn_run(cpu_attn *c, const cpu_kernels *k, tpool *pool, int affine, const float *q, const float *kc,
+                  const float *vc, float *out, int n, int pos0, int n_heads, int n_kv_heads, int head_dim);
 
 #endif

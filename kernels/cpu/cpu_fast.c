@@ -9,12 +9,14 @@
  * STRATA_CPU_FUSE=0 runs each at once; STRATA_CPU_AFFINE=0 deals decode matmul chunks in pool
  * order instead of by thread region (tp_regions); STRATA_CPU_ATTN_SPLIT=0 keeps each kv head's
  * cache rows in one task (cpu_attn.c); STRATA_CPU_PREFETCH_NEXT=0 stops the workers' prefetch
- * of the next decode job (prefetch_next); STRATA_CPU_PROFILE=1 prints wall time per op kind
- * (cpu_prof.h). */
+ * of the next decode job (prefetch_next); STRATA_CPU_HUGE_BUFS=0 keeps buffers of 2 MB and more
+ * (KV caches) in calloc'd 4 KB pages (fast_buf_alloc); STRATA_CPU_PROFILE=1 prints wall time per
+ * op kind (cpu_prof.h). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "kernels/backend.h"
@@ -45,6 +47,7 @@ typedef struct {
     const void *act_src;
     cpu_attn attn; /* attention scratch and switches (cpu_attn.h) */
     int affine; /* decode matmul chunks and attention slices by thread region (tp_regions) */
+    int huge;   /* buffers of HUGE_BUF_MIN and more in huge pages (fast_buf_alloc) */
     /* prefetch_next: the key pack of the last decode matmul job; bytes a worker prefetches (0: off) */
     cpu_q4pack *pf_prev;
     int pf_bytes;
@@ -83,10 +86,45 @@ static void free_pack(fast_ctx *c, bk_buf *b) {
     b->packed = NULL;
 }
 
+/* Buffers of 2 MB and more (a long context's KV cache: 2 MB a layer at the 0.5b shape and 4096
+ * positions) get a mapping of their own on 2 MB boundaries with transparent huge pages asked for,
+ * as the repacked weights (q4_repack.c; THP is "madvise" on common distributions): attention
+ * reads every layer's cache once a token, a kv head's 256 bytes of every 512-byte row at the 0.5b
+ * shape, and with 4 KB pages its stream meets a new page (a TLB miss; the hardware prefetcher
+ * stops there) every 8 rows. Isolated decode attention from DRAM (0.5b shape, 4096-position
+ * caches, 2026-11-23): 544 rows 2 threads 54-64 -> 45-50 us, 1 thread 59 -> 43 us, 2000 rows
+ * 203-269 -> 166-197 us. Resident memory: a buffer's pages come 2 MB at a time, so up to 2 MB more
+ * a buffer than it has touched. STRATA_CPU_HUGE_BUFS=0: off (calloc, as the reference). */
+#define HUGE_BUF_MIN ((size_t)2 << 20)
+#define HUGE_PAGE ((size_t)2 << 20)
+#define BUF_MAPPED 2 /* bk_buf.owned of such a buffer */
+
+static size_t huge_len(size_t bytes) { return (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1); }
+
+static bk_buf *fast_buf_alloc(backend *be, size_t bytes) {
+    if (!CTX(be)->huge || bytes < HUGE_BUF_MIN) return cpu_buf_alloc(be, bytes);
+    bk_buf *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    size_t len = huge_len(bytes);
+    char *m = mmap(NULL, len + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) { free(b); return cpu_buf_alloc(be, bytes); }
+    size_t head = (HUGE_PAGE - (uintptr_t)m % HUGE_PAGE) % HUGE_PAGE; /* trimmed to 2 MB boundaries */
+    if (head) munmap(m, head);
+    if (HUGE_PAGE - head) munmap(m + head + len, HUGE_PAGE - head);
+#ifdef MADV_HUGEPAGE
+    madvise(m + head, len, MADV_HUGEPAGE); /* advice only: no huge pages is still correct */
+#endif
+    b->data = m + head; /* zeros, as calloc's */
+    b->size = bytes;
+    b->owned = BUF_MAPPED;
+    return b;
+}
+
 static void fast_buf_free(backend *be, bk_buf *b) {
     if (!b) return;
     op_begin(be, b->data); /* a held matmul may read or write it */
     free_pack(CTX(be), b);
+    if (b->owned == BUF_MAPPED) munmap(b->data, huge_len(b->size)), b->owned = 0, b->data = NULL;
     cpu_buf_free(be, b);
 }
 
@@ -198,10 +236,14 @@ static const cpu_q4pack *get_pack(fast_ctx *c, const bk_weight *w) {
 static int mm_units(const mm_job *j) { return j->pk ? j->pk->n_blocks : j->w->rows; }
 static int mm_unit_rows(const mm_job *j) { return j->pk ? PK_ROWS : 1; }
 
+/* where run `task` of n_tasks even runs over `units` begins (decode on repacked weights, alone or
+ * held back as a group; prefetch_next finds a worker's rows by the same split) */
+static int run_lo(int units, int task, int n_tasks) { return (int)((long)units * task / n_tasks); }
+
 static void task_units(const mm_job *j, int task, int n_tasks, int *u0, int *u1) {
     int units = mm_units(j);
     if (j->n <= SMALL_N) {
-        if (j->pk) *u0 = (int)((long)units * task / n_tasks), *u1 = (int)((long)units * (task + 1) / n_tasks);
+        if (j->pk) *u0 = run_lo(units, task, n_tasks), *u1 = run_lo(units, task + 1, n_tasks);
         else split_rows(units, task, n_tasks, u0, u1);
     } else {
         int per = j->pk ? PK_ROW_BLOCK / PK_ROWS : ROW_BLOCK;
@@ -242,35 +284,28 @@ static void mm_task(void *arg, int task, int n_tasks, int thread) {
 /* Between two decode matmul jobs the caller runs the small ops alone (norms, rope, the KV copies,
  * attention's setup) while a worker would spin; instead, after its last task, it prefetches the
  * start of its region of the next job, whose first rows would otherwise come in cold. The next
- * job is learned: each decode job records where the worker's region starts (thread 1's,
- * tp_regions) in the previous job's key pack, and runs with its own key's record of what
- * followed it last time (the order of a decode step repeats). +1.4..+3.3% median token in 6 of
- * 7 live A/B runs at the 0.5b shape, 64 KB (2026-11-23); 128 KB the same, the caller's region
- * too no better. STRATA_CPU_PREFETCH_NEXT=0: off. */
+ * job is learned: each decode job records where every worker's region starts (tp_regions) in the
+ * previous job's key pack, and runs with its own key's record of what followed it last time (the
+ * order of a decode step repeats). +1.4..+3.3% median token in 6 of 7 live A/B runs at the 0.5b
+ * shape, 64 KB (2 threads, 2026-11-23); 128 KB the same, the caller's region too no better.
+ * STRATA_CPU_PREFETCH_NEXT=0: off. */
 #define PF_NEXT_BYTES (64 << 10)
-typedef const char *(*pf_at_fn)(const void *job, int task, int n_tasks, size_t *left);
 
-static const tp_prefetch *prefetch_next(fast_ctx *c, cpu_q4pack *key, const void *job, pf_at_fn at, int n_tasks,
-                                        tp_prefetch *out) {
+/* a decode job over the joint block range of np packs (pack i owns blocks [start[i], start[i+1]),
+ * n_tasks even runs): the prefetch ranges its workers get (NULL: none), learning as above */
+static const tp_prefetch *prefetch_next(fast_ctx *c, const cpu_q4pack *const *pk, const int *start, int np,
+                                        int n_tasks) {
     int nth = tp_threads(c->pool);
-    if (!c->pf_bytes || !c->affine || nth < 2 || nth > TP_REGIONS_MAX || n_tasks < nth) return NULL;
-    if (c->pf_prev) {
-        size_t left = 0;
-        c->pf_prev->next_at = at(job, (int)((long)n_tasks / nth), n_tasks, &left); /* thread 1's region */
-        c->pf_prev->next_bytes = left < (size_t)c->pf_bytes ? left : (size_t)c->pf_bytes;
+    if (!c->pf_bytes || !c->affine || nth < 2 || nth > TP_REGIONS_MAX || nth > TP_PF_MAX || n_tasks < nth) return NULL;
+    for (int w = 1; c->pf_prev && w < nth; w++) { /* worker w's region begins with task n_tasks w / nth */
+        int b = run_lo(start[np], run_lo(n_tasks, w, nth), n_tasks), i = 0;
+        while (i + 1 < np && b >= start[i + 1]) i++;
+        size_t left = (size_t)(start[i + 1] - b) * pk[i]->block_bytes;
+        c->pf_prev->next[w].at = (const char *)pk[i]->data + (size_t)(b - start[i]) * pk[i]->block_bytes;
+        c->pf_prev->next[w].bytes = left < (size_t)c->pf_bytes ? left : (size_t)c->pf_bytes;
     }
-    c->pf_prev = key;
-    out->at = key->next_at;
-    out->bytes = key->next_bytes;
-    return out;
-}
-
-static const char *mm_at(const void *job, int task, int n_tasks, size_t *left) {
-    const mm_job *j = job;
-    int u0, u1;
-    task_units(j, task, n_tasks, &u0, &u1);
-    *left = (size_t)(j->pk->n_blocks - u0) * j->pk->block_bytes;
-    return (const char *)j->pk->data + (size_t)u0 * j->pk->block_bytes;
+    c->pf_prev = (cpu_q4pack *)pk[0];
+    return c->pf_prev->next;
 }
 
 static int quant_ok(const bk_weight *w) {
@@ -341,10 +376,9 @@ static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf
     }
     if (quant_ok(w) || (w->bits == 0 && (w->wdtype == BK_F32 || w->wdtype == BK_F16 || w->wdtype == BK_BF16))) {
         tp_regions r;
-        tp_prefetch pf;
-        int t = mm_tasks(&j, nth);
+        int t = mm_tasks(&j, nth), start[2] = {0, j.pk ? j.pk->n_blocks : 0};
         j.reg = n <= SMALL_N ? regions(&r, c, t) : NULL;
-        tp_run_pf(c->pool, mm_task, &j, t, j.pk && n <= SMALL_N ? prefetch_next(c, (cpu_q4pack *)j.pk, &j, mm_at, t, &pf) : NULL);
+        tp_run_pf(c->pool, mm_task, &j, t, j.pk && n <= SMALL_N ? prefetch_next(c, &j.pk, start, 1, t) : NULL);
     } else {
         tp_run(c->pool, slow_job, &j, nth);
     }
@@ -360,14 +394,6 @@ typedef struct {
     tp_regions *reg;
 } group_job;
 
-static const char *group_at(const void *job, int task, int n_tasks, size_t *left) {
-    const group_job *g = job;
-    int b = (int)((long)g->start[g->np] * task / n_tasks), i = 0;
-    while (i + 1 < g->np && b >= g->start[i + 1]) i++;
-    *left = (size_t)(g->start[i + 1] - b) * g->pk[i]->block_bytes;
-    return (const char *)g->pk[i]->data + (size_t)(b - g->start[i]) * g->pk[i]->block_bytes;
-}
-
 /* a task is a run of the joint block range: the blocks of all weights are the same size (same
  * cols and group), so an even split of the range is an even split of the bytes */
 static void group_run(void *arg, int task, int n_tasks, int thread) {
@@ -375,7 +401,7 @@ static void group_run(void *arg, int task, int n_tasks, int thread) {
     fast_ctx *c = g->c;
     int total = g->start[g->np];
     task = tp_regions_claim(g->reg, task, thread);
-    int b0 = (int)((long)total * task / n_tasks), b1 = (int)((long)total * (task + 1) / n_tasks);
+    int b0 = run_lo(total, task, n_tasks), b1 = run_lo(total, task + 1, n_tasks);
     for (int i = 0; i < g->np; i++) {
         int lo = b0 > g->start[i] ? b0 : g->start[i], hi = b1 < g->start[i + 1] ? b1 : g->start[i + 1];
         if (lo >= hi) continue;
@@ -406,8 +432,7 @@ static void flush_pending(fast_ctx *c) {
         tp_regions r;
         t = t < total ? t : total;
         g.reg = regions(&r, c, t);
-        tp_prefetch pf;
-        tp_run_pf(c->pool, group_run, &g, t, prefetch_next(c, (cpu_q4pack *)g.pk[0], &g, group_at, t, &pf));
+        tp_run_pf(c->pool, group_run, &g, t, prefetch_next(c, g.pk, g.start, np, t));
         cpu_prof_end(t0, "fused", g.start[np] * PK_ROWS, c->pend[0].w.cols, g.n);
     }
 }
@@ -529,9 +554,8 @@ static void fast_attention(backend *be, const bk_buf *q, const bk_buf *kc, const
                            int pos0, int n_heads, int n_kv_heads, int head_dim) {
     fast_ctx *c = CTX(be);
     op_begin(be, out->data);
-    c->attn.affine = c->affine;
-    cpu_attn_run(&c->attn, c->k, c->pool, q->data, kc->data, vc->data, out->data, n, pos0, n_heads, n_kv_heads,
-                 head_dim);
+    cpu_attn_run(&c->attn, c->k, c->pool, c->affine, q->data, kc->data, vc->data, out->data, n, pos0, n_heads,
+                 n_kv_heads, head_dim);
 }
 
 typedef struct {
@@ -592,7 +616,7 @@ static void fast_destroy(backend *be) {
 static const backend_ops fast_ops = {
     .name = "cpu",
     .destroy = fast_destroy,
-    .buf_alloc = cpu_buf_alloc,
+    .buf_alloc = fast_buf_alloc,
     .buf_wrap = cpu_buf_wrap,
     .buf_free = fast_buf_free,
     .buf_write = fast_buf_write,
@@ -693,6 +717,7 @@ backend *backend_cpu_fast_new(int n_threads, strata_err *err) {
     c->fuse = env_on("STRATA_CPU_FUSE");
     c->attn.split = env_on("STRATA_CPU_ATTN_SPLIT");
     c->affine = env_on("STRATA_CPU_AFFINE");
+    c->huge = env_on("STRATA_CPU_HUGE_BUFS");
     c->pf_bytes = env_on("STRATA_CPU_PREFETCH_NEXT") ? PF_NEXT_BYTES : 0;
     int nth = n_threads > 0 ? n_threads : n_cores();
     if (nth > 256) nth = 256;

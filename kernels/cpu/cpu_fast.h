@@ -12,7 +12,8 @@
  * STRATA_CPU_AFFINE=0 deals decode matmul chunks to threads in pool order instead of by thread
  * region; STRATA_CPU_ATTN_SPLIT=0 keeps a long cache's rows of a kv head in one task;
  * STRATA_CPU_PREFETCH_NEXT=0 stops the workers' prefetch of the next decode matmul;
- * STRATA_CPU_PROFILE=1 prints wall time per op kind to stderr when the backend is destroyed. */
+ * STRATA_CPU_HUGE_BUFS=0 allocates buffers of 2 MB and more (KV caches) with calloc instead of in
+ * transparent huge pages; STRATA_CPU_PROFILE=1 prints wall time per op kind to stderr when the backend is destroyed. */
 backend *backend_cpu_fast_new(int n_threads, strata_err *err);
 /* the SIMD level a fast backend runs at: "scalar", "avx2" or "avx512" */
 const char *cpu_fast_level(const backend *be);

@@ -24,6 +24,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_buf.h"
+#include "kernels/cpu/threadpool.h"
 
 /* layouts of quantized activations: planar (above, every level), the AVX-512 4-bit chunks
  * (q4_avx512.c) or natural order per weight group (q4_pack_avx512.c, for repacked weights);
@@ -55,11 +56,10 @@ typedef struct cpu_q4pack {
     const void *src_w, *src_s, *src_b; /* what it was built from */
     unsigned writes_w, writes_s, writes_b; /* and those buffers' write counts then */
     uint8_t *data;                      /* 64-byte aligned, n_blocks * block_bytes */
-    /* learned by cpu_fast.c (prefetch_next): the first bytes of the worker's rows in the decode
-     * job that came after this weight's last time; an address only, never read (that weight may
-     * be gone) */
-    const char *next_at;
-    size_t next_bytes;
+    /* learned by cpu_fast.c (prefetch_next): per worker thread, the first bytes of its rows in the
+     * decode job that came after this weight's last time; addresses only, never read (that weight
+     * may be gone) */
+    tp_prefetch next[TP_PF_MAX];
 } cpu_q4pack;
 
 /* a pack for w (data not yet filled), or NULL when w does not fit the layout or memory is out */

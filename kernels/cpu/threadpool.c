@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* idle loop of a worker: pause-spins, then yields (so that an oversubscribed core goes to
  * whoever has work), then sleeps; ~1 ms in all, longer than the gap between two ops */
@@ -24,7 +25,7 @@ struct tpool {
     tp_fn fn;
     void *arg;
     int has_pf;
-    tp_prefetch pf;
+    tp_prefetch pf[TP_PF_MAX]; /* per thread, copied from tp_run_pf's */
 };
 
 typedef struct {
@@ -53,7 +54,7 @@ static void claim_tasks(tpool *p, int thread) {
     if (!done) return; /* no claim: the caller may already be setting up the next job */
     int has_pf = thread && p->has_pf; /* read before the release: until then the caller waits */
     tp_prefetch pf;
-    if (has_pf) pf = p->pf;
+    if (has_pf) pf = p->pf[thread];
     atomic_fetch_add_explicit(&p->finished, done, memory_order_release);
     for (size_t o = 0; has_pf && o < pf.bytes; o += 64) __builtin_prefetch(pf.at + o, 0, 2);
 }
@@ -134,8 +135,8 @@ void tp_run_pf(tpool *p, tp_fn fn, void *arg, int n_tasks, const tp_prefetch *pf
     p->fn = fn;
     p->arg = arg;
     p->n_tasks = n_tasks;
-    p->has_pf = pf != NULL;
-    if (pf) p->pf = *pf;
+    p->has_pf = pf && p->n <= TP_PF_MAX;
+    if (p->has_pf) memcpy(p->pf, pf, sizeof *pf * (size_t)p->n);
     atomic_store_explicit(&p->next_task, 0, memory_order_release);
     atomic_fetch_add_explicit(&p->gen, 1, memory_order_seq_cst);
     if (atomic_load(&p->sleepers) > 0) {

@@ -21,13 +21,15 @@ void tp_free(tpool **p);
 int tp_threads(const tpool *p);
 /* runs fn for every task in [0, n_tasks) and returns when all are done */
 void tp_run(tpool *p, tp_fn fn, void *arg, int n_tasks);
-/* tp_run, then each worker that ran a task of it prefetches [at, at + bytes) into its L2 while
- * the caller goes on alone (between two decode matmuls the caller runs the small ops; a worker
- * would only spin). at is never read: it may name memory gone by then. */
+/* tp_run, then each worker that ran a task of it prefetches its own range, pf[thread] = [at, at +
+ * bytes), into its L2 while the caller goes on alone (between two decode matmuls the caller runs
+ * the small ops; a worker would only spin). pf: NULL, or tp_threads(p) ranges (pf[0], the
+ * caller's, unused; bytes 0: none). at is never read: it may name memory gone by then. */
 typedef struct {
     const char *at;
     size_t bytes;
 } tp_prefetch;
+#define TP_PF_MAX 16 /* threads a pool prefetches for; tp_run_pf ignores pf on a larger pool */
 void tp_run_pf(tpool *p, tp_fn fn, void *arg, int n_tasks, const tp_prefetch *pf);
 
 /* Tasks by thread region, for jobs whose tasks are runs of one stream of memory (decode matmul
