@@ -1,7 +1,7 @@
 # The backend parity test: one executable, any backend by name. The cpu backend runs once per
 # SIMD level (STRATA_CPU_LEVEL); a level this machine lacks exits 77 and counts as skipped.
 # Other backends add `add_test(NAME backend_ops_<name> COMMAND test_backend_ops <name>)`.
-add_executable(test_backend_ops test_backend_ops.c)
+add_executable(test_backend_ops test_backend_ops.c mm_terms.c)
 target_link_libraries(test_backend_ops PRIVATE strata_gen)
 foreach(level scalar avx2 avx512)
   add_test(NAME backend_ops_cpu_${level} COMMAND test_backend_ops cpu)

@@ -15,7 +15,7 @@ if(TARGET strata_metal_sim)
   # the shared op-parity test (ops and whole tiny models) on metal-sim; backend.c does not know
   # the name yet, so the executable reaches the harness through a wrapped backend_new
   if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/test_backend_ops.c)
-    add_executable(test_backend_ops_msim test_backend_ops.c test_msl_backend_ops.c)
+    add_executable(test_backend_ops_msim test_backend_ops.c mm_terms.c test_msl_backend_ops.c)
     target_link_libraries(test_backend_ops_msim PRIVATE strata_gen strata_metal_sim m)
     target_link_options(test_backend_ops_msim PRIVATE "LINKER:--wrap=backend_new")
     add_test(NAME backend_ops_metal_sim COMMAND test_backend_ops_msim metal-sim)

@@ -15,7 +15,7 @@
  *   outputs' terms, the way a dot product's rounding error is bounded by its terms, not by its
  *   result:   max|out - ref| / max(max|ref|, max over outputs of ||terms||_2)
  *   where an output's terms are W[r, c] x[t, c] (W dequantized as the contract says) and its bias,
- *   computed in double on the host from the reference's own buffers (ref_mm). Mostly max|ref| is
+ *   computed in double on the host from the reference's own buffers (tests/mm_terms.c). Mostly max|ref| is
  *   the larger, and this is the old figure max|out - ref| / max|ref| (the terms decided 5.7% of the
  *   case runs over seeds 1..20); but a case whose outputs cancel (|ref| far below the terms) no
  *   longer shrinks the denominator: that failed
@@ -40,6 +40,7 @@
 
 #include "check.h"
 #include "op_inputs.h"
+#include "tests/mm_terms.h"
 #include "common/forward.h"
 #include "tools/genmodel.h"
 
@@ -115,146 +116,28 @@ static pair wrap(const void *host, size_t bytes) {
     return p;
 }
 
-/* ---- the matmul metric: an output's error over the magnitude of its terms ----
- * terms[t, r] = sum_c |W[r, c] x[t, c]| + |bias[r]| (W dequantized as the contract says), from the
- * reference's own copies of the weight and the input, taken when the reference runs the matmul
- * (ref_mm): an input may be rewritten before the output is compared (test_matmul_fused). Kept
- * per reference output buffer until the next matmul into it or its drop. */
-#define TERMS_MAX 32
-static struct { const bk_buf *y; double *terms; size_t n; } terms_of[TERMS_MAX]; /* terms: [2][n], T then R */
-
-static void terms_forget(const bk_buf *y) {
-    for (int i = 0; i < TERMS_MAX; i++)
-        if (terms_of[i].y == y) free(terms_of[i].terms), terms_of[i].y = NULL, terms_of[i].terms = NULL;
-}
-
-static const double *terms_find(const bk_buf *y, size_t n) {
-    for (int i = 0; i < TERMS_MAX; i++)
-        if (terms_of[i].y == y && terms_of[i].n == n) return terms_of[i].terms;
-    return NULL;
-}
-
 static void *xmalloc(size_t bytes) {
     void *p = malloc(bytes ? bytes : 1);
     if (!p) { fprintf(stderr, "out of memory\n"); exit(1); }
     return p;
 }
 
-/* w's rows dequantized into W[rows, cols] (double), read back through the reference backend;
- * wrong_bias: group 0 of every row with group 1's bias (test_matmul_metric's deliberate bug) */
-static double *dequant(const bk_weight *w, int wrong_bias) {
-    size_t rows = (size_t)w->rows, cols = (size_t)w->cols, n = rows * cols;
-    double *W = xmalloc(n * sizeof(double));
-    if (!w->bits) {
-        void *d = xmalloc(n * bk_dtype_size(w->wdtype));
-        ref->ops->buf_read(ref, w->w, 0, d, n * bk_dtype_size(w->wdtype));
-        for (size_t i = 0; i < n; i++) W[i] = bk_load_float(d, w->wdtype, i);
-        free(d);
-        return W;
-    }
-    size_t ng = rows * (cols / (size_t)w->group_size), es = bk_dtype_size(w->sdtype);
-    uint32_t *q = xmalloc(n * (size_t)w->bits / 8);
-    void *s = xmalloc(ng * es), *b = xmalloc(ng * es);
-    ref->ops->buf_read(ref, w->w, 0, q, n * (size_t)w->bits / 8);
-    ref->ops->buf_read(ref, w->scales, 0, s, ng * es);
-    ref->ops->buf_read(ref, w->biases, 0, b, ng * es);
-    for (size_t i = 0; i < n; i++) {
-        size_t bit = i * (size_t)w->bits, g = i / (size_t)w->group_size; /* rows hold whole groups */
-        uint32_t code = q[bit / 32] >> (bit % 32) & ((1u << w->bits) - 1);
-        size_t gb = wrong_bias && i % cols < (size_t)w->group_size && cols > (size_t)w->group_size ? g + 1 : g;
-        W[i] = (double)bk_load_float(s, w->sdtype, g) * code + bk_load_float(b, w->sdtype, gb);
-    }
-    free(q), free(s), free(b);
-    return W;
-}
-
-/* y = W x + bias in double on the host (y may be NULL) and the size of each output's terms, T =
- * sum |terms| and R = sqrt(sum terms^2), from the reference's buffers; wrong_bias as dequant */
-static void host_mm(const bk_weight *w, const bk_buf *x, int n, int wrong_bias, double *y, double *T, double *R) {
-    size_t rows = (size_t)w->rows, cols = (size_t)w->cols;
-    double *W = dequant(w, wrong_bias);
-    float *xs = xmalloc((size_t)n * cols * sizeof(float)), *bias = NULL;
-    ref->ops->buf_read(ref, x, 0, xs, (size_t)n * cols * sizeof(float));
-    if (w->bias.data) {
-        void *bv = xmalloc(rows * bk_dtype_size(w->bias.dtype));
-        ref->ops->buf_read(ref, w->bias.data, 0, bv, rows * bk_dtype_size(w->bias.dtype));
-        bias = xmalloc(rows * sizeof(float));
-        for (size_t r = 0; r < rows; r++) bias[r] = bk_load_float(bv, w->bias.dtype, r);
-        free(bv);
-    }
-    for (int t = 0; t < n; t++)
-        for (size_t r = 0; r < rows; r++) {
-            double acc = bias ? bias[r] : 0.0, mag = fabs(acc), sq = acc * acc;
-            for (size_t c = 0; c < cols; c++) {
-                double term = W[r * cols + c] * xs[(size_t)t * cols + c];
-                acc += term, mag += fabs(term), sq += term * term;
-            }
-            if (y) y[(size_t)t * rows + r] = acc;
-            T[(size_t)t * rows + r] = mag;
-            R[(size_t)t * rows + r] = sqrt(sq);
-        }
-    free(W), free(xs), free(bias);
-}
-
-/* the reference's y = W x, and the terms of each output (above) */
-static void ref_mm(const bk_weight *w, const bk_buf *x, bk_buf *y, int n) {
-    ref->ops->matmul(ref, w, x, y, n);
-    size_t ny = (size_t)n * (size_t)w->rows;
-    double *T = xmalloc(2 * ny * sizeof(double));
-    host_mm(w, x, n, 0, NULL, T, T + ny);
-    terms_forget(y);
-    int i = 0;
-    while (i < TERMS_MAX && terms_of[i].y) i++;
-    if (i == TERMS_MAX) { fprintf(stderr, "test_backend_ops: more than %d matmul outputs at once\n", TERMS_MAX); exit(1); }
-    terms_of[i].y = y, terms_of[i].terms = T, terms_of[i].n = ny;
-}
-
-/* x += y of n floats on two matmul outputs: x's terms are now both's */
-static void terms_add(const bk_buf *x, const bk_buf *y, size_t n) {
-    double *tx = NULL, *rx = NULL;
-    const double *ty = NULL, *ry = NULL;
-    for (int i = 0; i < TERMS_MAX; i++) {
-        if (terms_of[i].y == x && terms_of[i].n >= n) tx = terms_of[i].terms, rx = tx + terms_of[i].n;
-        if (terms_of[i].y == y && terms_of[i].n >= n) ty = terms_of[i].terms, ry = ty + terms_of[i].n;
-    }
-    if (tx && ty)
-        for (size_t i = 0; i < n; i++) tx[i] += ty[i], rx[i] = sqrt(rx[i] * rx[i] + ry[i] * ry[i]);
-    else if (tx) terms_forget(x); /* unknown terms: measured against max|ref| */
-}
-
-/* a matmul case's figures (a NaN anywhere wins each): the checked one, max|a - r| / max(max|r|,
- * max R), and two for comparison, the old max|a - r| / max|r| and the per-output bound max of
- * |a - r| / T; TR = T[n] then R[n] as ref_mm keeps them */
-typedef struct { double checked, of_ref, of_sum; } mm_err;
-
-static mm_err matmul_err(const float *a, const float *r, const double *TR, size_t n) {
-    double md = 0.0, mr = 0.0, mR = 0.0, mt = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - r[i]), t = d / (TR[i] > 0.0 ? TR[i] : 1e-300);
-        if (!(d <= md)) md = d;
-        if (!(t <= mt)) mt = t;
-        if (fabs(r[i]) > mr) mr = fabs(r[i]);
-        if (TR[n + i] > mR) mR = TR[n + i];
-    }
-    return (mm_err){md / (mr > mR ? mr : mR > 0.0 ? mR : 1e-300), mr > 0.0 ? md / mr : md, mt};
-}
-
 static void drop(pair *p) {
-    if (p->r) terms_forget(p->r);
+    if (p->r) mm_terms_forget(p->r);
     if (p->b) be->ops->buf_free(be, p->b);
     if (p->r) ref->ops->buf_free(ref, p->r);
     p->b = p->r = NULL;
 }
 
-/* reads both, compares, records; a matmul output the reference computed with ref_mm is measured
+/* reads both, compares, records; a matmul output the reference computed with mm_terms_ref is measured
  * against its terms, anything else against max|ref| */
 static void compare(const char *op, pair p, size_t n_floats, const char *what) {
     float *a = xmalloc(n_floats * sizeof(float)), *r = xmalloc(n_floats * sizeof(float));
     be->ops->sync(be);
     be->ops->buf_read(be, p.b, 0, a, n_floats * sizeof(float));
     ref->ops->buf_read(ref, p.r, 0, r, n_floats * sizeof(float));
-    const double *T = strcmp(op, "matmul") ? NULL : terms_find(p.r, n_floats);
-    mm_err m = T ? matmul_err(a, r, T, n_floats) : (mm_err){0};
+    const double *T = strcmp(op, "matmul") ? NULL : mm_terms_find(p.r, n_floats);
+    mm_err m = T ? mm_err_of(a, r, T, n_floats) : (mm_err){0};
     double e = T ? m.checked : rel_err(a, r, n_floats), tol = tol_of(op);
     record(op, e);
     if (T) {
@@ -336,7 +219,7 @@ static void run_matmul(int rows, int cols, int n, int bits, int group, bk_dtype 
     pair px = upload(x, sizeof(float) * (size_t)n * cols);
     pair py = {be->ops->buf_alloc(be, sizeof(float) * (size_t)n * rows), ref->ops->buf_alloc(ref, sizeof(float) * (size_t)n * rows)};
     be->ops->matmul(be, &w.wb, px.b, py.b, n);
-    ref_mm(&w.wr, px.r, py.r, n);
+    mm_terms_ref(ref, &w.wr, px.r, py.r, n);
     char what[128];
     snprintf(what, sizeof what, "%s bits=%d g=%d %s [%d x %d] n=%d bias=%d", bits ? "q" : "dense", bits, group,
              bk_dtype_name(dt), rows, cols, n, with_bias);
@@ -347,7 +230,7 @@ static void run_matmul(int rows, int cols, int n, int bits, int group, bk_dtype 
     be->ops->buf_write(be, px.b, 0, x, sizeof(float) * (size_t)n * cols);
     ref->ops->buf_write(ref, px.r, 0, x, sizeof(float) * (size_t)n * cols);
     be->ops->matmul(be, &w.wb, px.b, py.b, n);
-    ref_mm(&w.wr, px.r, py.r, n);
+    mm_terms_ref(ref, &w.wr, px.r, py.r, n);
     compare("matmul", py, (size_t)n * rows, "(rewritten input)");
     drop(&px), drop(&py);
     free(x);
@@ -399,7 +282,7 @@ static void test_matmul_redescribed(void) {
     pair px = upload(x, sizeof(float) * (size_t)n * 256);
     pair py = {be->ops->buf_alloc(be, sizeof(float) * (size_t)n * 80), ref->ops->buf_alloc(ref, sizeof(float) * (size_t)n * 80)};
     be->ops->matmul(be, &w.wb, px.b, py.b, n);
-    ref_mm(&w.wr, px.r, py.r, n);
+    mm_terms_ref(ref, &w.wr, px.r, py.r, n);
     compare("matmul", py, (size_t)n * 40, "q4 [40 x 256] g=64, first description");
     /* the same codes as [80 x 128] groups of 32 (the 40 x 4 f16 scales read as 80 x 4 needs
      * twice the scales: a fresh scale array) */
@@ -411,7 +294,7 @@ static void test_matmul_redescribed(void) {
     wb.scales = ps.b, wr.scales = ps.r, wb.biases = pb.b, wr.biases = pb.r;
     pair px2 = upload(x, sizeof(float) * (size_t)n * 128);
     be->ops->matmul(be, &wb, px2.b, py.b, n);
-    ref_mm(&wr, px2.r, py.r, n);
+    mm_terms_ref(ref, &wr, px2.r, py.r, n);
     compare("matmul", py, (size_t)n * 80, "q4 the same codes as [80 x 128] g=32");
     drop(&px), drop(&px2), drop(&py), drop(&ps), drop(&pb);
     free(x), free(s2), free(b2);
@@ -446,7 +329,7 @@ static void test_matmul_weight_rewritten(void) {
             ref->ops->buf_write(ref, ps.r, 0, sc, (size_t)ng * 2);
         }
         be->ops->matmul(be, &wb, px.b, py.b, n);
-        ref_mm(&wr, px.r, py.r, n);
+        mm_terms_ref(ref, &wr, px.r, py.r, n);
         compare("matmul", py, (size_t)n * rows, step == 0 ? "q4 allocated weight" : step == 1 ? "(codes rewritten)" : "(scales rewritten)");
     }
     drop(&pq), drop(&ps), drop(&pb), drop(&px), drop(&py);
@@ -458,7 +341,7 @@ static void test_matmul_weight_rewritten(void) {
 static void matmul_from_stack(const weight *w, pair px, pair py, int n) {
     bk_weight wb = w->wb, wr = w->wr;
     be->ops->matmul(be, &wb, px.b, py.b, n);
-    ref_mm(&wr, px.r, py.r, n);
+    mm_terms_ref(ref, &wr, px.r, py.r, n);
     memset(&wb, 0xff, sizeof wb);
     memset(&wr, 0xff, sizeof wr);
 }
@@ -501,7 +384,7 @@ static void test_matmul_fused(void) {
         for (int i = 0; i < nw; i++) matmul_from_stack(&w[i], px, py[i], n);
         be->ops->add(be, py[1].b, py[2].b, n * 16);
         ref->ops->add(ref, py[1].r, py[2].r, n * 16);
-        terms_add(py[1].r, py[2].r, (size_t)n * 16);
+        mm_terms_add(py[1].r, py[2].r, (size_t)n * 16);
         for (int i = 0; i < nw; i++) {
             snprintf(what, sizeof what, "fused q4 %d of 6 n=%d (then add)", i + 1, n);
             compare("matmul", py[i], (size_t)n * rows[i], what);
@@ -561,9 +444,9 @@ static void test_matmul_metric(void) {
         float *x = xmalloc(sizeof(float) * (size_t)n * cols), *r = xmalloc(sizeof(float) * ny), *a = xmalloc(sizeof(float) * ny);
         fill(x, (size_t)n * cols, 1.0f);
         pair px = upload(x, sizeof(float) * (size_t)n * cols), py = out_pair(ny);
-        ref_mm(&w.wr, px.r, py.r, n);
+        mm_terms_ref(ref, &w.wr, px.r, py.r, n);
         ref->ops->buf_read(ref, py.r, 0, r, sizeof(float) * ny);
-        const double *TR = terms_find(py.r, ny);
+        const double *TR = mm_terms_find(py.r, ny);
         double *y = xmalloc(sizeof(double) * ny), *TR2 = xmalloc(2 * sizeof(double) * ny);
         char what[96];
         snprintf(what, sizeof what, "q%d g=%d %s [%d x %d] n=%d", shapes[si].bits, shapes[si].group,
@@ -577,10 +460,10 @@ static void test_matmul_metric(void) {
                 a[big] += (float)(1e-2 * TR[big]);
             } else {
                 if (kind == 2 && cols == shapes[si].group) continue; /* one group: no neighbour */
-                host_mm(&w.wr, px.r, n, kind == 2, y, TR2, TR2 + ny);
+                mm_terms_host(ref, &w.wr, px.r, n, kind == 2, y, TR2, TR2 + ny);
                 for (size_t i = 0; i < ny; i++) a[i] = (float)y[i];
             }
-            mm_err m = matmul_err(a, r, TR, ny);
+            mm_err m = mm_err_of(a, r, TR, ny);
             if (kind == 0) CHECK(m.checked <= tol, "metric self-check %s: %s fails: %.3g", what, kinds[kind], m.checked);
             else CHECK(m.checked > tol, "metric self-check %s: %s passes: %.3g", what, kinds[kind], m.checked);
             if (verbose)
