@@ -42,6 +42,7 @@
 #include "op_inputs.h"
 #include "tests/mm_terms.h"
 #include "common/forward.h"
+#include "kernels/cpu/cpu_fast.h"
 #include "tools/genmodel.h"
 
 static const struct { const char *op; double tol; } tols[] = {
@@ -269,6 +270,15 @@ static void test_matmul_q4_tiles(void) {
                 int k = (int)ni + gi + di;
                 run_matmul(rows[k % 5], groups[gi] * (1 + k % 5), ns[ni], 4, groups[gi], sdts[di], ((int)ni + di) % 3);
             }
+}
+
+/* prefill batches (the cpu backend's tile-unit path where the CPU has AMX: tasks of 64 rows x 64
+ * tokens, 512 columns expanded at a time): past one task's tokens, ragged token and row counts,
+ * more columns than one expanded chunk, every scale type */
+static void test_matmul_prefill(void) {
+    run_matmul(200, 1536, 100, 4, 64, BK_F16, 1);
+    run_matmul(45, 640, 130, 4, 128, BK_BF16, 0);
+    run_matmul(33, 1024, 65, 4, 32, BK_F32, 2);
 }
 
 /* one buffer of codes described as two different weights (a backend that caches a converted
@@ -699,7 +709,7 @@ int main(int argc, char **argv) {
     ref = backend_cpu_ref_new();
     printf("backend %s against cpu-ref\n", be->ops->name);
     if (wanted("matmul"))
-        test_matmul(), test_matmul_q4_tiles(), test_matmul_redescribed(), test_matmul_weight_rewritten(), test_matmul_fused(),
+        test_matmul(), test_matmul_q4_tiles(), test_matmul_prefill(), test_matmul_redescribed(), test_matmul_weight_rewritten(), test_matmul_fused(),
             test_matmul_metric();
     if (wanted("embed")) test_embed();
     if (wanted("rmsnorm")) test_rmsnorm();
@@ -733,6 +743,19 @@ int main(int argc, char **argv) {
             backend_destroy(&be);
         }
         be = repacked;
+    }
+    /* prefill on the tile unit (AMX) where the CPU has it: say so, and cover the AVX-512 prefill
+     * path it replaces too */
+    if (!strcmp(name, "cpu") && wanted("matmul")) {
+        int amx = cpu_fast_option(be, "amx", 1);
+        cpu_fast_option(be, "amx", amx);
+        printf("backend %s: prefill matmul on AMX %s\n", name, amx ? "yes" : "no (this CPU, OS or level has none, or STRATA_CPU_AMX=0)");
+        if (amx) {
+            cpu_fast_option(be, "amx", 0);
+            printf("backend %s with AMX off (4-bit matmul)\n", name);
+            test_matmul_q4_tiles(), test_matmul_prefill(), test_matmul_fused();
+            cpu_fast_option(be, "amx", 1);
+        }
     }
     /* and with 3 threads: decode matmul chunks in uneven thread regions (threadpool.h tp_regions),
      * attention slices dealt to 3 threads */

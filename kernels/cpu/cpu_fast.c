@@ -10,7 +10,8 @@
  * order instead of by thread region (tp_regions); STRATA_CPU_ATTN_SPLIT=0 keeps each kv head's
  * cache rows in one task (cpu_attn.c); STRATA_CPU_PREFETCH_NEXT=0 stops the workers' prefetch
  * of the next decode job (prefetch_next); STRATA_CPU_HUGE_BUFS=0 keeps buffers of 2 MB and more
- * (KV caches) in calloc'd 4 KB pages (fast_buf_alloc); STRATA_CPU_PROFILE=1 prints wall time per
+ * (KV caches) in calloc'd 4 KB pages (fast_buf_alloc); STRATA_CPU_AMX=0 keeps prefill off the
+ * AMX tile unit (q4_amx.c, used where the CPU and OS have AMX-BF16); STRATA_CPU_PROFILE=1 prints wall time per
  * op kind (cpu_prof.h). */
 #include <math.h>
 #include <stdio.h>
@@ -48,6 +49,7 @@ typedef struct {
     cpu_attn attn; /* attention scratch and switches (cpu_attn.h) */
     int affine; /* decode matmul chunks and attention slices by thread region (tp_regions) */
     int huge;   /* buffers of HUGE_BUF_MIN and more in huge pages (fast_buf_alloc) */
+    int amx;    /* prefill matmuls on repacked weights on the tile unit (q4_amx.c) */
     /* prefetch_next: the key pack of the last decode matmul job; bytes a worker prefetches (0: off) */
     cpu_q4pack *pf_prev;
     int pf_bytes;
@@ -155,7 +157,11 @@ typedef struct {
     int n;
     const cpu_q4pack *pk; /* the repacked weight, or NULL */
     tp_regions *reg;      /* decode: tasks by thread region, or NULL */
+    int amx;              /* on the tile unit (pk set, n > SMALL_N) */
 } mm_job;
+
+/* token rows the AMX activations hold: whole pairs of 16-token tiles */
+static int amx_rows(int n) { return (n + 31) & ~31; }
 
 /* rows [r0, r1) of thread ith, in multiples of 4 so that tiles stay whole */
 static void split_rows(int rows, int ith, int nth, int *r0, int *r1) {
@@ -175,8 +181,8 @@ static void add_bias(const bk_weight *w, float *y, int n, int r0, int r1) {
 static void quant_job(void *arg, int ith, int nth, int thread) {
     mm_job *j = arg;
     (void)thread;
-    int t0 = (int)((long)j->n * ith / nth), t1 = (int)((long)j->n * (ith + 1) / nth);
-    if (t0 < t1) (j->pk ? j->c->k->pk_quant : j->c->k->quant)(j->x, &j->c->act, t0, t1);
+    int n = j->amx ? amx_rows(j->n) : j->n, t0 = (int)((long)n * ith / nth), t1 = (int)((long)n * (ith + 1) / nth);
+    if (t0 < t1) (j->amx ? cpu_amx_quant : j->pk ? j->c->k->pk_quant : j->c->k->quant)(j->x, &j->c->act, t0, t1);
 }
 
 /* anything the kernels do not cover (other bit widths, odd groups): element by element */
@@ -321,8 +327,9 @@ static int ensure_act(fast_ctx *c, const bk_buf *xb, int n, const bk_weight *w, 
     if (c->act_src == xb->data && a->n == n && a->cols == cols && a->bits == bits && a->layout == layout &&
         a->block == block)
         return 1;
-    size_t codes = (size_t)n * cols, blocks = (size_t)n * (cols / 32);
-    size_t need = codes * (size_t)c->planes + 2 * blocks * sizeof(float) + 64;
+    int bf = layout == CPU_QACT_BF16, rows = bf ? amx_rows(n) : n; /* bf16: two 2-byte planes, padded rows */
+    size_t codes = (size_t)rows * cols, blocks = (size_t)rows * (cols / 32);
+    size_t need = codes * (size_t)(bf ? 4 : c->planes) + 2 * blocks * sizeof(float) + 64;
     if (need > c->act_cap) {
         free(c->act_mem);
         c->act_mem = malloc(need);
@@ -333,11 +340,11 @@ static int ensure_act(fast_ctx *c, const bk_buf *xb, int n, const bk_weight *w, 
     a->d = f;
     a->bsum = f + blocks;
     a->hi = (int8_t *)(f + 2 * blocks);
-    a->lo = c->planes == 2 ? a->hi + codes : NULL;
+    a->lo = bf ? a->hi + 2 * codes : c->planes == 2 ? a->hi + codes : NULL;
     a->n = n;
     a->cols = cols;
     a->bits = bits;
-    a->planes = c->planes;
+    a->planes = bf ? 2 : c->planes;
     a->layout = layout;
     a->block = block;
     c->act_src = NULL;
@@ -348,7 +355,8 @@ static int ensure_act(fast_ctx *c, const bk_buf *xb, int n, const bk_weight *w, 
 static int quantize_x(fast_ctx *c, mm_job *j, const bk_buf *xb) {
     const bk_weight *w = j->w;
     int nth = tp_threads(c->pool);
-    int layout = j->pk ? CPU_QACT_NATURAL
+    int layout = j->amx  ? CPU_QACT_BF16
+                 : j->pk ? CPU_QACT_NATURAL
                  : c->k->chunk_ok && c->k->chunk_ok(w->bits, w->cols, w->group_size, c->planes) ? CPU_QACT_CHUNK128
                                                                                               : CPU_QACT_PLANAR;
     int st = ensure_act(c, xb, j->n, w, layout, j->pk ? w->group_size : 32);
@@ -366,13 +374,31 @@ static void matmul_now(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf
     cpu_prof_end(t0 + (cpu_prof_skipped() - skipped), "matmul", w->rows, w->cols, n);
 }
 
+/* a prefill task on the tile unit: AMX_BLOCKS row blocks x AMX_TOKENS tokens, tokens outer so
+ * that the tasks running at once share their activations */
+static void amx_task(void *arg, int task, int n_tasks, int thread) {
+    mm_job *j = arg;
+    const int nb = j->pk->n_blocks, nrb = (nb + AMX_BLOCKS - 1) / AMX_BLOCKS, rows = j->w->rows;
+    const int b0 = task % nrb * AMX_BLOCKS, t0 = task / nrb * AMX_TOKENS;
+    const int b1 = b0 + AMX_BLOCKS < nb ? b0 + AMX_BLOCKS : nb, t1 = t0 + AMX_TOKENS < j->n ? t0 + AMX_TOKENS : j->n;
+    (void)n_tasks, (void)thread;
+    cpu_amx_qmm(j->pk, &j->c->act, j->y, b0, b1, t0, t1);
+    add_bias(j->w, j->y + (size_t)t0 * rows, t1 - t0, b0 * PK_ROWS, b1 * PK_ROWS < rows ? b1 * PK_ROWS : rows);
+}
+
 static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf *yb, int n) {
     if (c->act_src == yb->data) c->act_src = NULL;
-    mm_job j = {c, w, xb->data, yb->data, n, NULL, NULL};
+    mm_job j = {c, w, xb->data, yb->data, n, NULL, NULL, 0};
     int nth = tp_threads(c->pool);
     if (quant_ok(w)) {
         j.pk = get_pack(c, w);
+        j.amx = j.pk && c->amx && n > SMALL_N;
         if (!quantize_x(c, &j, xb)) { tp_run(c->pool, slow_job, &j, nth); return; } /* no memory for codes: still correct */
+    }
+    if (j.amx) {
+        int nrb = (j.pk->n_blocks + AMX_BLOCKS - 1) / AMX_BLOCKS;
+        tp_run(c->pool, amx_task, &j, nrb * ((n + AMX_TOKENS - 1) / AMX_TOKENS));
+        return;
     }
     if (quant_ok(w) || (w->bits == 0 && (w->wdtype == BK_F32 || w->wdtype == BK_F16 || w->wdtype == BK_BF16))) {
         tp_regions r;
@@ -424,7 +450,7 @@ static void flush_pending(fast_ctx *c) {
         ok = g.pk[i] != NULL;
         if (ok) g.start[i + 1] = g.start[i] + g.pk[i]->n_blocks;
     }
-    mm_job j = {c, &c->pend[0].w, c->pend[0].x->data, NULL, g.n, g.pk[0], NULL};
+    mm_job j = {c, &c->pend[0].w, c->pend[0].x->data, NULL, g.n, g.pk[0], NULL, 0};
     if (!ok || !quantize_x(c, &j, c->pend[0].x)) { /* one matmul, or no memory for codes: one by one */
         for (int i = 0; i < np; i++) matmul_now(c, &c->pend[i].w, c->pend[i].x, c->pend[i].y, c->pend[i].n);
     } else {
@@ -677,17 +703,22 @@ static const cpu_kernels *pick_level(strata_err *err) {
 
 const char *cpu_fast_level(const backend *be) { return ((const fast_ctx *)be->ctx)->k->name; }
 
+/* whether the tile unit can take prefill: the CPU and OS run AMX, and the level repacks 4-bit weights */
+static int amx_ok(const fast_ctx *c) { return c->k->pk_qmm && cpu_amx_available(); }
+
 int cpu_fast_option(backend *be, const char *name, int value) {
     fast_ctx *c = CTX(be);
     int *opt = !strcmp(name, "fuse")         ? &c->fuse
                : !strcmp(name, "attn_split") ? &c->attn.split
                : !strcmp(name, "affine")     ? &c->affine
                : !strcmp(name, "pf_next")    ? &c->pf_bytes
+               : !strcmp(name, "amx")        ? &c->amx
                                              : NULL;
     if (!opt) return -1;
     op_begin(be, NULL); /* what was held back runs under the old setting */
     int old = *opt;
     *opt = opt == &c->pf_bytes ? (value > 1 ? value : value ? PF_NEXT_BYTES : 0) : value != 0;
+    if (opt == &c->amx) *opt = value && amx_ok(c);
     return old;
 }
 
@@ -719,6 +750,7 @@ backend *backend_cpu_fast_new(int n_threads, strata_err *err) {
     c->affine = env_on("STRATA_CPU_AFFINE");
     c->huge = env_on("STRATA_CPU_HUGE_BUFS");
     c->pf_bytes = env_on("STRATA_CPU_PREFETCH_NEXT") ? PF_NEXT_BYTES : 0;
+    c->amx = env_on("STRATA_CPU_AMX") && amx_ok(c);
     int nth = n_threads > 0 ? n_threads : n_cores();
     if (nth > 256) nth = 256;
     c->pool = tp_new(nth);

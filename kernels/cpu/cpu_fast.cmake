@@ -11,6 +11,7 @@ target_sources(strata_kernels PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/q4_avx512.c
   ${CMAKE_CURRENT_LIST_DIR}/q4_repack.c
   ${CMAKE_CURRENT_LIST_DIR}/q4_pack_avx512.c
+  ${CMAKE_CURRENT_LIST_DIR}/q4_amx.c
 )
 
 # backend.c reaches the fast backend through a weak reference, which does not pull an object out
