@@ -160,7 +160,7 @@ typedef struct {
     int amx;              /* on the tile unit (pk set, n > SMALL_N) */
 } mm_job;
 
-/* token rows the AMX activations hold: whole pairs of 16-token tiles */
+/* token rows the AMX activations hold: whole 16-token tiles, and a multiple of 32 */
 static int amx_rows(int n) { return (n + 31) & ~31; }
 
 /* rows [r0, r1) of thread ith, in multiples of 4 so that tiles stay whole */
@@ -327,9 +327,9 @@ static int ensure_act(fast_ctx *c, const bk_buf *xb, int n, const bk_weight *w, 
     if (c->act_src == xb->data && a->n == n && a->cols == cols && a->bits == bits && a->layout == layout &&
         a->block == block)
         return 1;
-    int bf = layout == CPU_QACT_BF16, rows = bf ? amx_rows(n) : n; /* bf16: two 2-byte planes, padded rows */
+    int rows = layout == CPU_QACT_NATURAL_PAD ? amx_rows(n) : n;
     size_t codes = (size_t)rows * cols, blocks = (size_t)rows * (cols / 32);
-    size_t need = codes * (size_t)(bf ? 4 : c->planes) + 2 * blocks * sizeof(float) + 64;
+    size_t need = codes * (size_t)c->planes + 2 * blocks * sizeof(float) + 64;
     if (need > c->act_cap) {
         free(c->act_mem);
         c->act_mem = malloc(need);
@@ -340,11 +340,11 @@ static int ensure_act(fast_ctx *c, const bk_buf *xb, int n, const bk_weight *w, 
     a->d = f;
     a->bsum = f + blocks;
     a->hi = (int8_t *)(f + 2 * blocks);
-    a->lo = bf ? a->hi + 2 * codes : c->planes == 2 ? a->hi + codes : NULL;
+    a->lo = c->planes == 2 ? a->hi + codes : NULL;
     a->n = n;
     a->cols = cols;
     a->bits = bits;
-    a->planes = bf ? 2 : c->planes;
+    a->planes = c->planes;
     a->layout = layout;
     a->block = block;
     c->act_src = NULL;
@@ -355,7 +355,7 @@ static int ensure_act(fast_ctx *c, const bk_buf *xb, int n, const bk_weight *w, 
 static int quantize_x(fast_ctx *c, mm_job *j, const bk_buf *xb) {
     const bk_weight *w = j->w;
     int nth = tp_threads(c->pool);
-    int layout = j->amx  ? CPU_QACT_BF16
+    int layout = j->amx  ? CPU_QACT_NATURAL_PAD
                  : j->pk ? CPU_QACT_NATURAL
                  : c->k->chunk_ok && c->k->chunk_ok(w->bits, w->cols, w->group_size, c->planes) ? CPU_QACT_CHUNK128
                                                                                               : CPU_QACT_PLANAR;
@@ -392,7 +392,7 @@ static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf
     int nth = tp_threads(c->pool);
     if (quant_ok(w)) {
         j.pk = get_pack(c, w);
-        j.amx = j.pk && c->amx && n > SMALL_N;
+        j.amx = j.pk && c->amx && n > SMALL_N && w->group_size % 64 == 0;
         if (!quantize_x(c, &j, xb)) { tp_run(c->pool, slow_job, &j, nth); return; } /* no memory for codes: still correct */
     }
     if (j.amx) {

@@ -29,10 +29,9 @@
 /* layouts of quantized activations: planar (above, every level), the AVX-512 4-bit chunks
  * (q4_avx512.c) or natural order per weight group (q4_pack_avx512.c, for repacked weights);
  * a level's quant picks the layout and its qmm reads it */
-enum { CPU_QACT_PLANAR = 0, CPU_QACT_CHUNK128 = 1, CPU_QACT_NATURAL = 2, CPU_QACT_BF16 = 3 };
-/* CPU_QACT_BF16 (q4_amx.c): hi and lo are bf16 planes (uint16_t, x = hi + lo) of rows rounded up
- * to a multiple of 32 tokens (rows past n are zeros), block = the weight group, bsum its sums,
- * d unused */
+enum { CPU_QACT_PLANAR = 0, CPU_QACT_CHUNK128 = 1, CPU_QACT_NATURAL = 2, CPU_QACT_NATURAL_PAD = 3 };
+/* CPU_QACT_NATURAL_PAD (q4_amx.c): CPU_QACT_NATURAL over rows rounded up to a multiple of 32
+ * tokens, the rows past n all zeros (codes, scales and sums) */
 
 typedef struct {
     int n, cols, bits, planes, layout;
@@ -130,11 +129,11 @@ void cpu_q4p_qmm(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b
 extern const cpu_kernels cpu_kern_avx2;
 extern const cpu_kernels cpu_kern_avx512;
 #endif
-/* AMX-BF16 prefill over repacked 4-bit weights (q4_amx.c; stubs where the platform has none):
- * whether this CPU and OS run it (asks the kernel for the tile state once), the CPU_QACT_BF16
- * quantizer (token rows [t0, t1) of the padded rows; rows >= a->n are zeroed), and y[t, r] for up
- * to AMX_BLOCKS row blocks [b0, b1) and AMX_TOKENS tokens [t0, t1), t0 a multiple of 32, no output
- * bias. */
+/* AMX-INT8 prefill over repacked 4-bit weights of groups 64 and 128 (q4_amx.c; stubs where the
+ * platform has none): whether this CPU and OS run it (asks the kernel for the tile state once),
+ * the CPU_QACT_NATURAL_PAD quantizer (token rows [t0, t1) of the padded rows; rows >= a->n are
+ * zeroed), and y[t, r] for up to AMX_BLOCKS row blocks [b0, b1) and AMX_TOKENS tokens [t0, t1),
+ * t0 a multiple of 16, no output bias. */
 #define AMX_BLOCKS 4
 #define AMX_TOKENS 64
 int cpu_amx_available(void);
