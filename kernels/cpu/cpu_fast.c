@@ -327,9 +327,9 @@ static int ensure_act(fast_ctx *c, const bk_buf *xb, int n, const bk_weight *w, 
     if (c->act_src == xb->data && a->n == n && a->cols == cols && a->bits == bits && a->layout == layout &&
         a->block == block)
         return 1;
-    int rows = layout == CPU_QACT_NATURAL_PAD ? amx_rows(n) : n;
-    size_t codes = (size_t)rows * cols, blocks = (size_t)rows * (cols / 32);
-    size_t need = codes * (size_t)c->planes + 2 * blocks * sizeof(float) + 64;
+    size_t codes = (size_t)n * cols, blocks = (size_t)n * (cols / 32);
+    size_t need = layout == CPU_QACT_AMX ? cpu_amx_act_bytes(n, cols, block)
+                                         : codes * (size_t)c->planes + 2 * blocks * sizeof(float) + 64;
     if (need > c->act_cap) {
         free(c->act_mem);
         c->act_mem = malloc(need);
@@ -337,10 +337,14 @@ static int ensure_act(fast_ctx *c, const bk_buf *xb, int n, const bk_weight *w, 
         if (!c->act_mem) return 0;
     }
     float *f = c->act_mem;
-    a->d = f;
-    a->bsum = f + blocks;
-    a->hi = (int8_t *)(f + 2 * blocks);
-    a->lo = c->planes == 2 ? a->hi + codes : NULL;
+    if (layout == CPU_QACT_AMX) {
+        cpu_amx_act_init(a, f, n, cols, block);
+    } else {
+        a->d = f;
+        a->bsum = f + blocks;
+        a->hi = (int8_t *)(f + 2 * blocks);
+        a->lo = c->planes == 2 ? a->hi + codes : NULL;
+    }
     a->n = n;
     a->cols = cols;
     a->bits = bits;
@@ -355,7 +359,7 @@ static int ensure_act(fast_ctx *c, const bk_buf *xb, int n, const bk_weight *w, 
 static int quantize_x(fast_ctx *c, mm_job *j, const bk_buf *xb) {
     const bk_weight *w = j->w;
     int nth = tp_threads(c->pool);
-    int layout = j->amx  ? CPU_QACT_NATURAL_PAD
+    int layout = j->amx  ? CPU_QACT_AMX
                  : j->pk ? CPU_QACT_NATURAL
                  : c->k->chunk_ok && c->k->chunk_ok(w->bits, w->cols, w->group_size, c->planes) ? CPU_QACT_CHUNK128
                                                                                               : CPU_QACT_PLANAR;
@@ -392,7 +396,8 @@ static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf
     int nth = tp_threads(c->pool);
     if (quant_ok(w)) {
         j.pk = get_pack(c, w);
-        j.amx = j.pk && c->amx && n > SMALL_N && w->group_size % 64 == 0;
+        j.amx = j.pk && c->amx && n > SMALL_N && w->group_size % 64 == 0 &&
+                w->cols / w->group_size <= 32 * AMX_BIAS_STEPS;
         if (!quantize_x(c, &j, xb)) { tp_run(c->pool, slow_job, &j, nth); return; } /* no memory for codes: still correct */
     }
     if (j.amx) {

@@ -29,9 +29,10 @@
 /* layouts of quantized activations: planar (above, every level), the AVX-512 4-bit chunks
  * (q4_avx512.c) or natural order per weight group (q4_pack_avx512.c, for repacked weights);
  * a level's quant picks the layout and its qmm reads it */
-enum { CPU_QACT_PLANAR = 0, CPU_QACT_CHUNK128 = 1, CPU_QACT_NATURAL = 2, CPU_QACT_NATURAL_PAD = 3 };
-/* CPU_QACT_NATURAL_PAD (q4_amx.c): CPU_QACT_NATURAL over rows rounded up to a multiple of 32
- * tokens, the rows past n all zeros (codes, scales and sums) */
+enum { CPU_QACT_PLANAR = 0, CPU_QACT_CHUNK128 = 1, CPU_QACT_NATURAL = 2, CPU_QACT_AMX = 3 };
+/* CPU_QACT_AMX (q4_amx.c): natural order, one scale a token (d[t]), rows rounded up to a multiple
+ * of 32 tokens (zeros past n), bsum holding the group sums as bf16 planes; cpu_amx_act_bytes and
+ * cpu_amx_act_init lay it out */
 
 typedef struct {
     int n, cols, bits, planes, layout;
@@ -129,13 +130,17 @@ void cpu_q4p_qmm(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b
 extern const cpu_kernels cpu_kern_avx2;
 extern const cpu_kernels cpu_kern_avx512;
 #endif
-/* AMX-INT8 prefill over repacked 4-bit weights of groups 64 and 128 (q4_amx.c; stubs where the
- * platform has none): whether this CPU and OS run it (asks the kernel for the tile state once),
- * the CPU_QACT_NATURAL_PAD quantizer (token rows [t0, t1) of the padded rows; rows >= a->n are
- * zeroed), and y[t, r] for up to AMX_BLOCKS row blocks [b0, b1) and AMX_TOKENS tokens [t0, t1),
- * t0 a multiple of 16, no output bias. */
+/* AMX prefill over repacked 4-bit weights of groups 64 and 128 with at most 32 AMX_BIAS_STEPS
+ * groups a row (q4_amx.c; stubs where the platform has none): whether this CPU and OS run it
+ * (AMX-INT8 and AMX-BF16; asks the kernel for the tile state once), the bytes and layout of
+ * CPU_QACT_AMX activations for n tokens, their quantizer (token rows [t0, t1) of the padded
+ * rows; rows >= a->n are zeroed; a->n, cols and block set), and y[t, r] for up to AMX_BLOCKS row
+ * blocks [b0, b1) and AMX_TOKENS tokens [t0, t1), t0 a multiple of 16, no output bias. */
 #define AMX_BLOCKS 4
-#define AMX_TOKENS 64
+#define AMX_TOKENS 128
+#define AMX_BIAS_STEPS 10
+size_t cpu_amx_act_bytes(int n, int cols, int group);
+void cpu_amx_act_init(cpu_qact *a, void *mem, int n, int cols, int group);
 int cpu_amx_available(void);
 void cpu_amx_quant(const float *x, cpu_qact *a, int t0, int t1);
 void cpu_amx_qmm(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1);

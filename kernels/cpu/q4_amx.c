@@ -2,11 +2,16 @@
  * (TDPBSUD: 16 x 16 int32 += 16 x 64 s8 . 64 x 16 u8), on CPUs that have AMX-INT8 and a kernel
  * that grants the tile state (Linux 5.16+, arch_prctl ARCH_REQ_XCOMP_PERM).
  *
- * Numbers: those of the VNNI kernel (q4_pack_avx512.c), whose quantizer this path shares. Token t,
- * group g: x ~ d (256 hi + lo), two int8 planes; a weight is s q + b (q = 0..15). A group's codes
- * meet each plane in one tile sum (64 columns a tile: groups of 64 and 128), so per group
- *   y += s d (256 C_hi + C_lo) + b X        C = sum_{c in g} q_c plane_c,  X = sum_{c in g} x_c
- * int32 cannot overflow: |C| <= 15 * 127 * 128 = 243840, times 257.
+ * Numbers. Token t has one scale d = max|x| / (127 * 256) and two int8 planes, x ~ d (256 hi +
+ * lo) (~16-bit activations, as the VNNI kernel's, but one scale a token: per group, the epilogue
+ * would need one more multiply a row, and it is what bounds this path); a weight is s q + b
+ * (q = 0..15). A group's codes meet each plane in one tile sum (64 columns a tile: groups of 64
+ * and 128), so
+ *   y = d sum_g s_g (256 C_hi + C_lo)  +  sum_g b_g X_g     C = sum_{c in g} q_c plane_c
+ * int32 cannot overflow: |C| <= 15 * 127 * 128 = 243840, times 257. The bias term runs on the
+ * tile unit too, in bf16 (TDPBF16PS): X_g = sum_{c in g} x_c (exact float sums) and the biases
+ * as two bf16 planes each (hi + lo: f16 and bf16 biases exactly), three products (hi.hi, lo.hi,
+ * hi.lo) a 32-group step, once a call, so the per-group epilogue is one multiply-add a row.
  *
  * The codes need no conversion: a pack vector (16 rows x 8 columns, dword r = row r, byte j =
  * column j in the low nibble and 4 + j in the high) masked to its low nibbles is exactly one row
@@ -39,6 +44,7 @@
 #define TLOAD(t, p, stride) __asm__ volatile("tileloadd (%0,%1,1), %%tmm" #t ::"r"(p), "r"((long)(stride)) : "memory")
 #define TSTORE(t, p, stride) __asm__ volatile("tilestored %%tmm" #t ", (%0,%1,1)" ::"r"(p), "r"((long)(stride)) : "memory")
 #define TDP(d, a, b) __asm__ volatile("tdpbsud %%tmm" #b ", %%tmm" #a ", %%tmm" #d ::: "memory")
+#define TDPBF(d, a, b) __asm__ volatile("tdpbf16ps %%tmm" #b ", %%tmm" #a ", %%tmm" #d ::: "memory")
 
 typedef struct {
     uint8_t palette, start_row, reserved[14];
@@ -55,7 +61,7 @@ int cpu_amx_available(void) {
     unsigned a, b, c, d;
     state = 0;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
-    int amx = (d >> 24 & 1) && (d >> 25 & 1); /* AMX-TILE, AMX-INT8 */
+    int amx = (d >> 24 & 1) && (d >> 25 & 1) && (d >> 22 & 1); /* AMX-TILE, AMX-INT8, AMX-BF16 */
     __builtin_cpu_init();
     if (!amx || !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl")) return 0;
     unsigned lo, hi;
@@ -65,16 +71,76 @@ int cpu_amx_available(void) {
     return state;
 }
 
-/* ---- activations: the VNNI kernel's, rows padded with zeros ---- */
+/* ---- activations: int8 planes with a scale a token, bf16 planes of the group sums ---- */
 
-void cpu_amx_quant(const float *x, cpu_qact *a, int t0, int t1) {
-    const int K = a->cols, ng = K / a->block, e = t1 < a->n ? t1 : a->n;
-    if (t0 < e) cpu_q4p_quant(x, a, t0, e);
-    for (int t = t0 > a->n ? t0 : a->n; t < t1; t++) {
-        memset(a->hi + (size_t)t * K, 0, (size_t)K);
-        memset(a->lo + (size_t)t * K, 0, (size_t)K);
-        memset(a->d + (size_t)t * ng, 0, (size_t)ng * sizeof(float));
-        memset(a->bsum + (size_t)t * ng, 0, (size_t)ng * sizeof(float));
+/* CPU_QACT_AMX in one block of memory: the codes (tile_at; lo = NULL); d [rows]; bsum holds the group sums
+ * as bf16, hi plane then lo plane, [rows, xs] each (xs = groups rounded up to 32, zeros past) */
+static int amx_xs(int cols, int group) { return (cols / group + 31) & ~31; }
+
+size_t cpu_amx_act_bytes(int n, int cols, int group) {
+    size_t rows = (size_t)((n + 31) & ~31);
+    return rows * (size_t)cols * 2 + rows * sizeof(float) + rows * (size_t)amx_xs(cols, group) * 4 + 64;
+}
+
+void cpu_amx_act_init(cpu_qact *a, void *mem, int n, int cols, int group) {
+    size_t rows = (size_t)((n + 31) & ~31);
+    float *f = mem;
+    a->d = f;
+    a->bsum = f + rows;
+    a->hi = (int8_t *)(f + rows + rows * (size_t)amx_xs(cols, group));
+    a->lo = NULL;
+}
+
+/* the codes are stored as the tiles they are loaded as: [token tile][64-column step][hi, lo][16
+ * rows x 64], so that a tile is 1 KB in a row; the hi code of token t, column c (the lo code 1 KB on) */
+INLINE int8_t *tile_at(const cpu_qact *a, int t, int c) {
+    return a->hi + (((size_t)(t / 16) * (size_t)(a->cols / 64) + (size_t)(c / 64)) * 2048 + (size_t)(t % 16) * 64 + (size_t)(c % 64));
+}
+
+INLINE TAMX uint16_t bf16_hi(float v, float *rest) { /* the top 16 bits, and what they leave */
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    u &= 0xffff0000u;
+    float h;
+    memcpy(&h, &u, 4);
+    *rest = v - h;
+    return (uint16_t)(u >> 16);
+}
+
+void TAMX cpu_amx_quant(const float *x, cpu_qact *a, int t0, int t1) {
+    const int K = a->cols, G = a->block, ng = K / G, xs = amx_xs(K, G);
+    const size_t rows = (size_t)((a->n + 31) & ~31);
+    uint16_t *xh = (uint16_t *)a->bsum, *xl = xh + rows * (size_t)xs;
+    const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    for (int t = t0; t < t1; t++) {
+        uint16_t *sh = xh + (size_t)t * xs, *sl = xl + (size_t)t * xs;
+        memset(sh, 0, (size_t)xs * 2);
+        memset(sl, 0, (size_t)xs * 2);
+        if (t >= a->n) { /* padding rows of the last tiles */
+            for (int c = 0; c < K; c += 64) memset(tile_at(a, t, c), 0, 64), memset(tile_at(a, t, c) + 1024, 0, 64);
+            a->d[t] = 0.0f;
+            continue;
+        }
+        const float *xt = x + (size_t)t * K;
+        __m512 m = _mm512_setzero_ps();
+        for (int c = 0; c < K; c += 16) m = _mm512_max_ps(m, _mm512_and_ps(_mm512_loadu_ps(xt + c), sign));
+        float amax = _mm512_reduce_max_ps(m), inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+        a->d[t] = amax / (127.0f * 256.0f);
+        for (int g = 0; g < ng; g++) {
+            __m512 sum = _mm512_setzero_ps();
+            for (int c = g * G; c < (g + 1) * G; c += 16) {
+                __m512 v = _mm512_loadu_ps(xt + c), sv = _mm512_mul_ps(v, _mm512_set1_ps(inv));
+                __m512 r = _mm512_roundscale_ps(sv, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                __m512i l = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(sv, r), _mm512_set1_ps(256.0f)));
+                int8_t *th = tile_at(a, t, c);
+                _mm_storeu_si128((__m128i *)th, _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(r)));
+                _mm_storeu_si128((__m128i *)(th + 1024), _mm512_cvtsepi32_epi8(l)); /* +-128 saturates: 1/256 of a step */
+                sum = _mm512_add_ps(sum, v);
+            }
+            float rest, rest2;
+            sh[g] = bf16_hi(_mm512_reduce_add_ps(sum), &rest);
+            sl[g] = bf16_hi(rest, &rest2); /* truncated: 2^-16 of the sum */
+        }
     }
 }
 
@@ -83,7 +149,7 @@ void cpu_amx_quant(const float *x, cpu_qact *a, int t0, int t1) {
 static _Thread_local struct {
     uint8_t b[AMX_BLOCKS][KC / 64][16 * 64]; /* [row block][64-column step]: one tile each */
     float s[AMX_BLOCKS][KC / 64][16];        /* per group of the chunk: scales */
-    float bias[AMX_BLOCKS][KC / 64][16];     /* and biases */
+    uint16_t bb[AMX_BLOCKS][AMX_BIAS_STEPS][2][16 * 32]; /* biases as bf16 tiles: [block][32 groups][hi, lo] */
     float acc[AMX_TOKENS][AMX_BLOCKS * 16];  /* the call's output, [token][row] */
     int32_t c[4][16 * 16];                   /* accumulator tiles on their way to acc */
 } __attribute__((aligned(64))) scr;
@@ -110,27 +176,41 @@ INLINE TAMX void expand_block(const cpu_q4pack *pk, int blk, int g0, int ngc, in
         }
         const uint8_t *line = src + (size_t)G * 8;
         _mm512_store_ps(scr.s[slot][g], line16(line, pk->sdtype, 0));
-        _mm512_store_ps(scr.bias[slot][g], line16(line, pk->sdtype, 1));
     }
 }
 
-/* acc rows of 16 tokens, 16 rows += s d (256 hi + lo) + X b; d and X of the group, a token's
- * `ng` floats apart */
-INLINE TAMX void epilogue(const int32_t *hi, const int32_t *lo, float *acc, __m512 s, __m512 b, const float *d,
-                          const float *X, int ng) {
+/* acc rows of 16 tokens, 16 rows += s (256 hi + lo) */
+INLINE TAMX void epilogue(const int32_t *hi, const int32_t *lo, float *acc, __m512 s) {
     for (int r = 0; r < 16; r++, acc += AMX_BLOCKS * 16) {
         __m512i c = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(hi + 16 * r), 8), _mm512_load_si512(lo + 16 * r));
-        __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), _mm512_mul_ps(s, _mm512_set1_ps(d[(size_t)r * ng])),
-                                   _mm512_loadu_ps(acc));
-        _mm512_storeu_ps(acc, _mm512_fmadd_ps(_mm512_set1_ps(X[(size_t)r * ng]), b, v));
+        _mm512_storeu_ps(acc, _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), s, _mm512_loadu_ps(acc)));
+    }
+}
+
+/* the biases of block blk as bf16 tiles: tile row p, dword r = (group 2p, 2p + 1) of row r, each
+ * split into hi (the top 16 bits) and lo (the rest, exact for f16 and bf16 biases); zeros past the
+ * last group */
+INLINE TAMX void expand_bias(const cpu_q4pack *pk, int blk, int slot) {
+    const int ng = pk->cols / pk->group, xs = amx_xs(pk->cols, pk->group);
+    const uint8_t *line = pk->data + (size_t)blk * pk->block_bytes + (size_t)pk->group * 8;
+    const __m512i top = _mm512_set1_epi32((int)0xffff0000u);
+    for (int g = 0; g < xs; g += 2) {
+        __m512 v0 = g < ng ? line16(line + (size_t)g * pk->group_bytes, pk->sdtype, 1) : _mm512_setzero_ps();
+        __m512 v1 = g + 1 < ng ? line16(line + (size_t)(g + 1) * pk->group_bytes, pk->sdtype, 1) : _mm512_setzero_ps();
+        __m512i h0 = _mm512_and_si512(_mm512_castps_si512(v0), top), h1 = _mm512_and_si512(_mm512_castps_si512(v1), top);
+        __m512i l0 = _mm512_castps_si512(_mm512_sub_ps(v0, _mm512_castsi512_ps(h0)));
+        __m512i l1 = _mm512_castps_si512(_mm512_sub_ps(v1, _mm512_castsi512_ps(h1)));
+        uint16_t *th = scr.bb[slot][g / 32][0] + (g % 32) / 2 * 32, *tl = scr.bb[slot][g / 32][1] + (g % 32) / 2 * 32;
+        _mm512_store_si512(th, _mm512_or_si512(_mm512_srli_epi32(h0, 16), h1));
+        _mm512_store_si512(tl, _mm512_ternarylogic_epi32(_mm512_srli_epi32(l0, 16), l1, top, 0xf8)); /* a | (b & c) */
     }
 }
 
 /* the tile sums of one weight group (`steps` 64-column steps from chunk step ks) for the 16 tokens
- * at ah / al (rows K bytes apart) and the weight tiles of blocks f (and f + 1 when two), left in
+ * at ah / al (tile_at) and the weight tiles of blocks f (and f + 1 when two), left in
  * tiles 0..3: 0, 1 = hi, lo against f; 2, 3 = hi, lo against f + 1. With one step the caller has
  * loaded the activation tiles 4 (hi) and 5 (lo) already (load_a). */
-INLINE void group_tiles(const int8_t *ah, const int8_t *al, long K, int ks, int steps, int f, int two) {
+INLINE void group_tiles(const int8_t *ah, const int8_t *al, int ks, int steps, int f, int two) {
     TZERO(0);
     TZERO(1);
     if (two) {
@@ -139,8 +219,8 @@ INLINE void group_tiles(const int8_t *ah, const int8_t *al, long K, int ks, int 
     }
     for (int s = 0; s < steps; s++) {
         if (steps > 1) {
-            TLOAD(4, ah + 64 * s, K);
-            TLOAD(5, al + 64 * s, K);
+            TLOAD(4, ah + 2048 * s, 64); /* the next 64 columns: the next step's tiles */
+            TLOAD(5, al + 2048 * s, 64);
         }
         TLOAD(6, scr.b[f][ks + s], 64);
         TDP(0, 4, 6);
@@ -160,42 +240,82 @@ INLINE void group_tiles(const int8_t *ah, const int8_t *al, long K, int ks, int 
 }
 
 void TAMX cpu_amx_qmm(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1) {
-    const int K = pk->cols, G = pk->group, ng = K / G, nb = b1 - b0, steps = G / 64;
+    const int K = pk->cols, G = pk->group, nb = b1 - b0, steps = G / 64, xs = amx_xs(K, G);
     const int tpad = (t1 - t0 + 15) & ~15; /* whole token tiles: the quantizer zeroed the rest */
+    const size_t rows = (size_t)((a->n + 31) & ~31);
+    const uint16_t *xh = (const uint16_t *)a->bsum, *xl = xh + rows * (size_t)xs;
     tile_cfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
     for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = 16;
     TCFG(&cfg);
     memset(scr.acc, 0, sizeof scr.acc);
+    /* acc = sum_g s_g (256 C_hi + C_lo), chunk by chunk */
     for (int k0 = 0; k0 < K; k0 += KC) {
         const int kc = K - k0 < KC ? K - k0 : KC, g0 = k0 / G, ngc = kc / G;
         for (int i = 0; i < nb; i++) expand_block(pk, b0 + i, g0, ngc, i);
         for (int g = 0; g < ngc; g++)
             for (int tt = 0; tt < tpad; tt += 16) {
-                const size_t at = (size_t)(t0 + tt) * K + (size_t)(g0 + g) * G;
-                const int8_t *ah = a->hi + at, *al = a->lo + at;
-                const float *d = a->d + (size_t)(t0 + tt) * ng + g0 + g, *X = a->bsum + (size_t)(t0 + tt) * ng + g0 + g;
+                const int8_t *ah = tile_at(a, t0 + tt, k0 + g * G), *al = ah + 1024;
                 if (steps == 1) { /* one load for every pair of weight tiles */
-                    TLOAD(4, ah, K);
-                    TLOAD(5, al, K);
+                    TLOAD(4, ah, 64);
+                    TLOAD(5, al, 64);
                 }
                 for (int f = 0; f < nb; f += 2) {
                     const int two = f + 1 < nb;
-                    group_tiles(ah, al, K, g * steps, steps, f, two);
+                    group_tiles(ah, al, g * steps, steps, f, two);
                     for (int i = 0; i < 1 + two; i++)
-                        epilogue(scr.c[2 * i], scr.c[2 * i + 1], &scr.acc[tt][16 * (f + i)], _mm512_load_ps(scr.s[f + i][g]),
-                                 _mm512_load_ps(scr.bias[f + i][g]), d, X, ng);
+                        epilogue(scr.c[2 * i], scr.c[2 * i + 1], &scr.acc[tt][16 * (f + i)], _mm512_load_ps(scr.s[f + i][g]));
                 }
             }
     }
+    /* y = d acc + sum_g b_g X_g, the second on the tile unit in bf16 */
+    for (int i = 0; i < nb; i++) expand_bias(pk, b0 + i, i);
+    for (int tt = 0; tt < tpad; tt += 16)
+        for (int f = 0; f < nb; f += 2) {
+            const int two = f + 1 < nb;
+            TZERO(0);
+            TZERO(2);
+            for (int bs = 0; bs < xs / 32; bs++) {
+                TLOAD(4, xh + (size_t)(t0 + tt) * xs + 32 * bs, xs * 2);
+                TLOAD(5, xl + (size_t)(t0 + tt) * xs + 32 * bs, xs * 2);
+                for (int i = 0; i < 1 + two; i++) {
+                    TLOAD(6, scr.bb[f + i][bs][0], 64);
+                    TLOAD(7, scr.bb[f + i][bs][1], 64);
+                    if (i == 0) {
+                        TDPBF(0, 4, 6);
+                        TDPBF(0, 5, 6);
+                        TDPBF(0, 4, 7);
+                    } else {
+                        TDPBF(2, 4, 6);
+                        TDPBF(2, 5, 6);
+                        TDPBF(2, 4, 7);
+                    }
+                }
+            }
+            TSTORE(0, scr.c[0], 64);
+            TSTORE(2, scr.c[2], 64);
+            for (int i = 0; i < 1 + two; i++)
+                for (int r = 0; r < 16; r++) {
+                    float *acc = &scr.acc[tt + r][16 * (f + i)];
+                    __m512 cb = _mm512_load_ps((const float *)scr.c[2 * i] + 16 * r);
+                    _mm512_storeu_ps(acc, _mm512_fmadd_ps(_mm512_loadu_ps(acc), _mm512_set1_ps(a->d[t0 + tt + r]), cb));
+                }
+        }
     TREL();
-    const int rows = pk->rows, r0 = b0 * 16, nr = (rows - r0 < nb * 16 ? rows - r0 : nb * 16);
-    for (int t = t0; t < t1; t++) memcpy(y + (size_t)t * rows + r0, scr.acc[t - t0], (size_t)nr * sizeof(float));
+    const int ny = pk->rows, r0 = b0 * 16, nr = (ny - r0 < nb * 16 ? ny - r0 : nb * 16);
+    for (int t = t0; t < t1; t++) memcpy(y + (size_t)t * ny + r0, scr.acc[t - t0], (size_t)nr * sizeof(float));
 }
 
 #else /* no AMX on this platform */
 int cpu_amx_available(void) { return 0; }
+size_t cpu_amx_act_bytes(int n, int cols, int group) {
+    (void)n, (void)cols, (void)group;
+    return 0;
+}
+void cpu_amx_act_init(cpu_qact *a, void *mem, int n, int cols, int group) {
+    (void)a, (void)mem, (void)n, (void)cols, (void)group;
+}
 void cpu_amx_quant(const float *x, cpu_qact *a, int t0, int t1) {
     (void)x, (void)a, (void)t0, (void)t1;
 }
