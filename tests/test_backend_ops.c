@@ -561,6 +561,35 @@ static void test_rope(void) {
         drop(&px), drop(&pf);
         free(x);
     }
+    /* a batch's q and k at the same positions (a backend may keep the angles between them), then
+     * the same frequency buffer rewritten, and a new buffer of other frequencies */
+    int n = 24, hd = 64;
+    float inv[32], *q = malloc(sizeof(float) * (size_t)n * 14 * hd), *k = malloc(sizeof(float) * (size_t)n * 2 * hd);
+    for (int j = 0; j < hd / 2; j++) inv[j] = powf(10000.0f, -2.0f * (float)j / (float)hd);
+    pair pf = upload(inv, sizeof inv);
+    for (int round = 0; round < 3; round++) {
+        if (round == 1) { /* rewritten in place */
+            for (int j = 0; j < hd / 2; j++) inv[j] = powf(500000.0f, -2.0f * (float)j / (float)hd);
+            be->ops->buf_write(be, pf.b, 0, inv, sizeof inv);
+            ref->ops->buf_write(ref, pf.r, 0, inv, sizeof inv);
+        } else if (round == 2) { /* freed, and another buffer (perhaps at the same address) */
+            drop(&pf);
+            for (int j = 0; j < hd / 2; j++) inv[j] = powf(1000.0f, -2.0f * (float)j / (float)hd);
+            pf = upload(inv, sizeof inv);
+        }
+        fill(q, (size_t)n * 14 * hd, 2.0f);
+        fill(k, (size_t)n * 2 * hd, 2.0f);
+        pair pq = upload(q, sizeof(float) * (size_t)n * 14 * hd), pk = upload(k, sizeof(float) * (size_t)n * 2 * hd);
+        be->ops->rope(be, pq.b, n, 14, hd, 40, pf.b);
+        be->ops->rope(be, pk.b, n, 2, hd, 40, pf.b);
+        ref->ops->rope(ref, pq.r, n, 14, hd, 40, pf.r);
+        ref->ops->rope(ref, pk.r, n, 2, hd, 40, pf.r);
+        compare("rope", pq, (size_t)n * 14 * hd, round == 0 ? "q of a batch" : round == 1 ? "q, frequencies rewritten" : "q, new frequency buffer");
+        compare("rope", pk, (size_t)n * 2 * hd, round == 0 ? "k of the same positions" : "k, same");
+        drop(&pq), drop(&pk);
+    }
+    drop(&pf);
+    free(q), free(k);
 }
 
 static void test_attention(void) {
