@@ -602,7 +602,10 @@ static void test_attention(void) {
         {1, 543, 14, 2, 64}, {1, 2100, 8, 1, 128}, {2, 1100, 16, 2, 64}, {1, 1024, 4, 4, 32}, {1, 1030, 10, 2, 48},
         {3, 1300, 6, 1, 64}, {1, 1535, 14, 2, 64}, {1, 64, 2, 1, 16},
         /* caches of 2 MB and more: the cpu backend maps them in huge pages (cpu_fast.c fast_buf_alloc) */
-        {1, 4200, 8, 2, 64}, {2, 4097, 4, 1, 128}};
+        {1, 4200, 8, 2, 64}, {2, 4097, 4, 1, 128},
+        /* prefill batches (the cpu backend's blocks of 8 tokens a kv head, cpu_attn.c): the 0.5b
+         * shape, a partial last block, 3 and 16 dimensions chunks of 16, one query head a kv head */
+        {40, 0, 14, 2, 64}, {33, 3, 10, 2, 48}, {20, 5, 16, 1, 256}, {23, 70, 4, 4, 32}};
     uint64_t saved_rng = op_rng; /* the cases after these see the inputs they saw before them (round 6) */
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         if (s == 9) saved_rng = op_rng, op_rng ^= 0x5bd1e995u; /* the split shapes: a stream of their own */

@@ -1,5 +1,6 @@
 /* The fast cpu backend's attention (cpu_attn.h): causal GQA over the f32 cache on the pool, the
- * level's fused kernel per (token, kv head) where it has one, per (token, head) otherwise. */
+ * level's fused kernel per (token, kv head) where it has one, per (token, head) otherwise; prefill
+ * batches per block of tokens and kv head (attn_blk). */
 #include "kernels/cpu/cpu_attn.h"
 
 #include <math.h>
@@ -63,6 +64,24 @@ static void attn_group_run(void *arg, int ith, int nth, int thread) {
         j->kern->attn(j->q + qo, j->k + (size_t)kh * hd, j->v + (size_t)kh * hd, (size_t)kv_dim, len, group, hd, scale,
                       j->st->scores[thread], j->out + qo, NULL);
     }
+}
+
+/* Prefill: ATTN_TB tokens of one kv head a task (the level's attn_blk), the longest first, so
+ * that the cache rows are read once for all of them and a late short task ends the job. Batches
+ * of fewer than ATTN_BLK_MIN tokens (decode, speculative verify) keep the per-token kernel and
+ * its split of long caches. */
+#define ATTN_TB 8
+#define ATTN_BLK_MIN 16
+
+static void attn_blk_run(void *arg, int task, int n_tasks, int thread) {
+    attn_job *j = arg;
+    (void)n_tasks;
+    int hd = j->head_dim, q_dim = j->n_heads * hd, kv_dim = j->n_kv_heads * hd, group = j->n_heads / j->n_kv_heads;
+    int nblk = (j->n + ATTN_TB - 1) / ATTN_TB, b = nblk - 1 - task / j->n_kv_heads, kh = task % j->n_kv_heads;
+    int t0 = b * ATTN_TB, tb = j->n - t0 < ATTN_TB ? j->n - t0 : ATTN_TB;
+    size_t qo = (size_t)t0 * q_dim + (size_t)kh * group * hd;
+    j->kern->attn_blk(j->q + qo, (size_t)q_dim, tb, j->pos0 + t0 + 1, j->k + (size_t)kh * hd, j->v + (size_t)kh * hd,
+                      (size_t)kv_dim, group, hd, 1.0f / sqrtf((float)hd), j->st->scores[thread], j->out + qo);
 }
 
 /* Decode has n * n_kv_heads items (2 at the 0.5b shape): as many tasks as threads at best, and
@@ -149,7 +168,8 @@ void cpu_attn_run(cpu_attn *c, const cpu_kernels *k, tpool *pool, int affine, co
                   const float *vc, float *out, int n, int pos0, int n_heads, int n_kv_heads, int head_dim) {
     int nth = tp_threads(pool), group = n_heads / n_kv_heads;
     int fused = k->attn && head_dim % 16 == 0 && head_dim <= 256 && group <= 16;
-    int need = (pos0 + n) * (fused ? group : 1);
+    int blk = k->attn_blk && head_dim % 16 == 0 && n >= ATTN_BLK_MIN;
+    int need = blk ? (int)attn_blk_scratch(ATTN_TB, group, pos0 + n, head_dim) : (pos0 + n) * (fused ? group : 1);
     if (need > c->scores_cap) {
         for (int i = 0; i < c->nth; i++) {
             float *s = realloc(c->scores[i], sizeof(float) * (size_t)need);
@@ -159,7 +179,9 @@ void cpu_attn_run(cpu_attn *c, const cpu_kernels *k, tpool *pool, int affine, co
         c->scores_cap = need;
     }
     attn_job j = {c, k, q, kc, vc, out, n, pos0, n_heads, n_kv_heads, head_dim, 1, NULL};
-    if (fused && (j.slices = attn_slices(c, &j, nth)) > 1) {
+    if (blk) {
+        tp_run(pool, attn_blk_run, &j, (n + ATTN_TB - 1) / ATTN_TB * n_kv_heads);
+    } else if (fused && (j.slices = attn_slices(c, &j, nth)) > 1) {
         tp_regions r;
         j.reg = affine ? tp_regions_init(&r, pool, n * n_kv_heads * j.slices) : NULL;
         tp_run(pool, attn_slice_run, &j, n * n_kv_heads * j.slices);

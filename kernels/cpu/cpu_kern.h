@@ -98,6 +98,12 @@ typedef struct {
      * max score of head i), ml[2i+1] = sum_p exp(s_ip - m_i); cpu_fast.c merges the slices. */
     void (*attn)(const float *q, const float *k, const float *v, size_t kv_stride, int len, int group, int hd,
                  float scale, float *s, float *out, float *ml);
+    /* NULL, or prefill attention of `tb` consecutive tokens against one kv head: token i's `group`
+     * query heads at q + i * q_stride ([group, hd]), attending to cache rows 0 .. len0 + i - 1 (k, v
+     * as for attn); out like q. s: scratch of attn_blk_scratch(tb, group, len0, hd) floats. Only
+     * called when hd % 16 == 0. */
+    void (*attn_blk)(const float *q, size_t q_stride, int tb, int len0, const float *k, const float *v, size_t kv_stride,
+                     int group, int hd, float scale, float *s, float *out);
     /* g[i] = silu(g[i]) * u[i] */
     void (*swiglu)(float *g, const float *u, int n);
     /* NULL, or rmsnorm of token rows [t0, t1) of x[., dim] into out (may equal x), weight w of
@@ -113,6 +119,12 @@ typedef struct {
     void (*pk_quant)(const float *x, cpu_qact *a, int t0, int t1);
     void (*pk_qmm)(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1);
 } cpu_kernels;
+
+/* floats of attn_blk's scratch: the scores of every query over the rows (rounded up to 16), then
+ * a transposed block of 16 K rows */
+static inline size_t attn_blk_scratch(int tb, int group, int len0, int hd) {
+    return (size_t)tb * (size_t)group * (size_t)((len0 + tb - 1 + 15) & ~15) + 16 * (size_t)hd;
+}
 
 extern const cpu_kernels cpu_kern_scalar;
 /* the portable quantizer and swiglu, reused by levels without their own */

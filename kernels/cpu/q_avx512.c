@@ -398,6 +398,111 @@ INLINE T512 void attn_nv(const float *q, const float *k, const float *v, size_t 
     }
 }
 
+/* 16 rows of 16 floats to their columns (r[j] = column j) */
+INLINE T512 void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
+        __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+    }
+    for (int h = 0; h < 2; h++)
+        for (int j = 0; j < 4; j++) {
+            t[8 * h + j] = _mm512_shuffle_f32x4(r[8 * h + j], r[8 * h + 4 + j], 0x88);
+            t[8 * h + 4 + j] = _mm512_shuffle_f32x4(r[8 * h + j], r[8 * h + 4 + j], 0xdd);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
+    }
+}
+
+/* Prefill: `tb` tokens' query heads against one kv head (cpu_kern.h attn_blk). A block of 16 K
+ * rows is transposed once (kt[d] = dimension d of the 16 rows) and meets every query with one
+ * broadcast FMA a dimension, where attn_nv scores each token's heads apart and reduces every dot
+ * across lanes (sum16); the rows are read once for all tb tokens. */
+static T512 void attn_blk_avx512(const float *q, size_t qs, int tb, int len0, const float *k, const float *v, size_t ks,
+                                 int group, int hd, float scale, float *s, float *out) {
+    const int nq = tb * group, lmax = len0 + tb - 1, L = (lmax + 15) & ~15, NV = hd / 16;
+    float *kt = s + (size_t)nq * L; /* [hd][16] */
+    for (int p0 = 0; p0 < lmax; p0 += 16) {
+        const int rows = lmax - p0 < 16 ? lmax - p0 : 16;
+        for (int c = 0; c < NV; c++) {
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_loadu_ps(k + (size_t)(p0 + i) * ks + 16 * c) : _mm512_setzero_ps();
+            transpose16(r);
+            for (int i = 0; i < 16; i++) _mm512_storeu_ps(kt + (size_t)(16 * c + i) * 16, r[i]);
+        }
+        for (int q0 = 0; q0 < nq; q0 += 4) { /* four queries a pass: four FMA chains */
+            const int nb = nq - q0 < 4 ? nq - q0 : 4;
+            const float *qp[4];
+            __m512 acc[4];
+            for (int j = 0; j < 4; j++) {
+                int qi = q0 + (j < nb ? j : 0);
+                qp[j] = q + (size_t)(qi / group) * qs + (size_t)(qi % group) * hd;
+                acc[j] = _mm512_setzero_ps();
+            }
+            for (int d = 0; d < hd; d++) {
+                __m512 kd = _mm512_loadu_ps(kt + (size_t)d * 16);
+                for (int j = 0; j < 4; j++) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(qp[j][d]), kd, acc[j]);
+            }
+            for (int j = 0; j < nb; j++) {
+                const int qi = q0 + j, len = len0 + qi / group; /* rows >= len: this token's future */
+                __mmask16 m = len - p0 >= 16 ? (__mmask16)0xffff : len <= p0 ? 0 : (__mmask16)((1u << (len - p0)) - 1);
+                _mm512_storeu_ps(s + (size_t)qi * L + p0,
+                                _mm512_mask_blend_ps(m, _mm512_set1_ps(-INFINITY), _mm512_mul_ps(acc[j], _mm512_set1_ps(scale))));
+            }
+        }
+    }
+    for (int qi = 0; qi < nq; qi++) { /* softmax over the row's length; the masked scores become 0 */
+        float *si = s + (size_t)qi * L;
+        __m512 mv = _mm512_set1_ps(-INFINITY), sum = _mm512_setzero_ps();
+        for (int p = 0; p < L; p += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(si + p));
+        __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
+        for (int p = 0; p < L; p += 16) {
+            __m512 sv = _mm512_loadu_ps(si + p);
+            __mmask16 live = _mm512_cmp_ps_mask(sv, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+            __m512 e = _mm512_maskz_mov_ps(live, exp512(_mm512_sub_ps(sv, mx)));
+            sum = _mm512_add_ps(sum, e);
+            _mm512_storeu_ps(si + p, e);
+        }
+        __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+        for (int p = 0; p < L; p += 16) _mm512_storeu_ps(si + p, _mm512_mul_ps(_mm512_loadu_ps(si + p), inv));
+    }
+    /* V: four queries and up to 64 dimensions a pass, each row loaded once a pass */
+    for (int q0 = 0; q0 < nq; q0 += 4) {
+        const int nb = nq - q0 < 4 ? nq - q0 : 4;
+        for (int c0 = 0; c0 < NV; c0 += 4) {
+            const int nc = NV - c0 < 4 ? NV - c0 : 4;
+            __m512 acc[4][4];
+            for (int j = 0; j < 4; j++)
+                for (int c = 0; c < 4; c++) acc[j][c] = _mm512_setzero_ps();
+            for (int p = 0; p < lmax; p++) {
+                const float *vp = v + (size_t)p * ks + 16 * c0;
+                __m512 vv[4];
+                for (int c = 0; c < 4; c++) vv[c] = c < nc ? _mm512_loadu_ps(vp + 16 * c) : _mm512_setzero_ps();
+                for (int j = 0; j < nb; j++) {
+                    __m512 sp = _mm512_set1_ps(s[(size_t)(q0 + j) * L + p]);
+                    for (int c = 0; c < 4; c++)
+                        if (c < nc) acc[j][c] = _mm512_fmadd_ps(sp, vv[c], acc[j][c]);
+                }
+            }
+            for (int j = 0; j < nb; j++) {
+                const int qi = q0 + j;
+                float *o = out + (size_t)(qi / group) * qs + (size_t)(qi % group) * hd + 16 * c0;
+                for (int c = 0; c < nc; c++) _mm512_storeu_ps(o + 16 * c, acc[j][c]);
+            }
+        }
+    }
+}
+
 static T512 void attn_avx512(const float *q, const float *k, const float *v, size_t ks, int len, int group, int hd,
                              float scale, float *s, float *out, float *ml) {
     switch (hd / 16) {
@@ -416,6 +521,7 @@ const cpu_kernels cpu_kern_avx512 = {
     .axpy = axpy_avx512,
     .swiglu = swiglu_avx512,
     .attn = attn_avx512,
+    .attn_blk = attn_blk_avx512,
     .rmsnorm = rmsnorm_avx512,
     .chunk_ok = cpu_q4c_ok,
     .pk_ok = cpu_q4p_ok,
