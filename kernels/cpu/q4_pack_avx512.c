@@ -32,15 +32,28 @@
 
 /* software prefetch distances on the block stream, in bytes (alternating runs, 7b shapes from
  * DRAM, 2026-11-23). Short batches (2-8 tokens): without it n = 4 read 19 GB/s, 4 KB ahead into
- * L1 29-33 GB/s; 8 or 16 KB into L2 were no better. One token: 16 KB ahead into L2 read 10-30%
- * more than hardware prefetch alone (down 3584 x 18944 most: 1 thread 1.1-1.8 ms against
- * 1.9-2.5 ms), 64 KB less; 4 KB into L1 was in between. */
+ * L1 29-33 GB/s; 8 or 16 KB into L2 were no better. One token: on AMD Zen 5 16 KB ahead into L2
+ * read 10-30% more than hardware prefetch alone (down 3584 x 18944 most: 1 thread 1.1-1.8 ms
+ * against 1.9-2.5 ms), 64 KB less; 4 KB into L1 was in between. On an Intel Xeon with AMX
+ * (2026-12-06, 1 thread from DRAM, 3 runs) 16 KB read 13.5-14.6 GB/s at the 7b shapes and 3 KB
+ * 14.5-15.4 (q/o), 15.0-15.9 (gate), 16.5-17.8 (down); 2.5-3.5 KB alike, 2 KB, 4 KB and 5 KB and
+ * more worse: the distance is the vendor's (pf1_bytes). Q4P_PREFETCH1 fixes it at build time. */
 #ifndef Q4P_PREFETCH
 #define Q4P_PREFETCH 4096
 #endif
-#ifndef Q4P_PREFETCH1
-#define Q4P_PREFETCH1 16384
+
+static int pf1_bytes(void) {
+#ifdef Q4P_PREFETCH1
+    return Q4P_PREFETCH1;
+#else
+    static int v; /* set once; every thread computes the same value */
+    if (!v) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_is("intel") ? 3072 : 16384;
+    }
+    return v;
 #endif
+}
 /* at most this many tokens: one tile (4 x 4 int32 accumulators + 4 float sums in registers) */
 #define TILE_MAX 4
 
@@ -109,13 +122,14 @@ INLINE T512 void block_1(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact 
     const __m512i m0f = _mm512_set1_epi8(0x0f), mf0 = _mm512_set1_epi8((char)0xf0);
     const int8_t *xh = a->hi + (size_t)t * K, *xl = a->lo + (size_t)t * K;
     const float *d = a->d + (size_t)t * ng, *gs = a->bsum + (size_t)t * ng;
+    const int pf1 = pf1_bytes();
     __m512 acc = _mm512_setzero_ps();
     for (int g = 0; g < ng; g++, p += pk->group_bytes, xh += G, xl += G) {
         __m512i ah0 = _mm512_setzero_si512(), bh0 = ah0, al0 = ah0, bl0 = ah0, ah1 = ah0, bh1 = ah0, al1 = ah0, bl1 = ah0;
         for (int c = 0; c < G / 8; c += 2) {
-            if (Q4P_PREFETCH1) {
-                _mm_prefetch((const char *)p + 64 * c + Q4P_PREFETCH1, _MM_HINT_T1);
-                _mm_prefetch((const char *)p + 64 * c + 64 + Q4P_PREFETCH1, _MM_HINT_T1);
+            if (pf1) {
+                _mm_prefetch((const char *)p + 64 * c + pf1, _MM_HINT_T1);
+                _mm_prefetch((const char *)p + 64 * c + 64 + pf1, _MM_HINT_T1);
             }
             __m512i v0 = _mm512_load_si512(p + 64 * c), v1 = _mm512_load_si512(p + 64 * c + 64);
             __m512i wl0 = _mm512_and_si512(v0, m0f), wh0 = _mm512_and_si512(v0, mf0);
