@@ -188,12 +188,14 @@ INLINE TAMX void expand_block(const cpu_q4pack *pk, int blk, int g0, int ngc, in
     }
 }
 
-/* acc rows of 16 tokens, 16 rows += s (256 hi + lo) */
-INLINE TAMX void epilogue(const int32_t *hi, const int32_t *lo, float *acc, __m512 s) {
-    for (int r = 0; r < 16; r++, acc += AMX_BLOCKS * 16) {
-        __m512i c = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(hi + 16 * r), 8), _mm512_load_si512(lo + 16 * r));
-        _mm512_storeu_ps(acc, _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), s, _mm512_loadu_ps(acc)));
-    }
+/* acc rows of 16 tokens, 16 rows += s (256 hi + lo); = at the first group of a call */
+INLINE TAMX void epilogue(const int32_t *hi, const int32_t *lo, float *acc, __m512 s, int first) {
+#define ROW(r) _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(hi + 16 * (r)), 8), _mm512_load_si512(lo + 16 * (r))))
+    if (first)
+        for (int r = 0; r < 16; r++, acc += AMX_BLOCKS * 16) _mm512_storeu_ps(acc, _mm512_mul_ps(ROW(r), s));
+    else
+        for (int r = 0; r < 16; r++, acc += AMX_BLOCKS * 16) _mm512_storeu_ps(acc, _mm512_fmadd_ps(ROW(r), s, _mm512_loadu_ps(acc)));
+#undef ROW
 }
 
 /* the biases of block blk as bf16 tiles: tile row p, dword r = (group 2p, 2p + 1) of row r, each
@@ -248,7 +250,7 @@ INLINE void group_tiles(const int8_t *ah, const int8_t *al, int ks, int steps, i
 
 /* store the accumulator pair of half item j (tiles 0, 1 when j is even, 2, 3 when odd) and scale
  * it into acc: weight block f, tokens tt, group g of the chunk */
-INLINE TAMX void finish_half(int j, int f, int tt, int g) {
+INLINE TAMX void finish_half(int j, int f, int tt, int g, int first) {
     int32_t *hi = scr.c[2 * (j & 1)], *lo = scr.c[2 * (j & 1) + 1];
     if (j & 1) {
         TSTORE(2, hi, 64);
@@ -257,7 +259,7 @@ INLINE TAMX void finish_half(int j, int f, int tt, int g) {
         TSTORE(0, hi, 64);
         TSTORE(1, lo, 64);
     }
-    epilogue(hi, lo, &scr.acc[tt][16 * f], _mm512_load_ps(scr.s[f][g]));
+    epilogue(hi, lo, &scr.acc[tt][16 * f], _mm512_load_ps(scr.s[f][g]), first);
 }
 
 /* Groups of one 64-column step: half items (one weight tile against the token tile's two planes)
@@ -266,7 +268,7 @@ INLINE TAMX void finish_half(int j, int f, int tt, int g) {
  * in L1: 85 cycles an item of two halves stored after both, 58 interleaved; 2026-12-06). The
  * activation tiles 4 (hi) and 5 (lo) are loaded once a token tile and group. */
 INLINE TAMX void halves(const cpu_qact *a, int t0, int k0, int ngc, int tpad, int nb, int G) {
-    int j = 0, pf = 0, ptt = 0, pg = 0; /* the half item before */
+    int j = 0, pf = 0, ptt = 0, pg = 0, first = k0 == 0; /* the half item before; first: acc not yet written */
     for (int g = 0; g < ngc; g++)
         for (int tt = 0; tt < tpad; tt += 16) {
             const int8_t *ah = tile_at(a, t0 + tt, k0 + g * G);
@@ -286,15 +288,15 @@ INLINE TAMX void halves(const cpu_qact *a, int t0, int k0, int ngc, int tpad, in
                     TDP(0, 4, 6);
                     TDP(1, 5, 6);
                 }
-                if (j > 0) finish_half(j - 1, pf, ptt, pg);
+                if (j > 0) finish_half(j - 1, pf, ptt, pg, first && pg == 0);
                 pf = f, ptt = tt, pg = g;
             }
         }
-    if (j > 0) finish_half(j - 1, pf, ptt, pg);
+    if (j > 0) finish_half(j - 1, pf, ptt, pg, first && pg == 0);
 }
 
 void TAMX cpu_amx_qmm(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1) {
-    const int K = pk->cols, G = pk->group, nb = b1 - b0, steps = G / 64, xs = amx_xs(K, G);
+    const int K = pk->cols, G = pk->group, nb = b1 - b0, steps = G / 64, xs = amx_xs(K, G), ny = pk->rows;
     const int tpad = (t1 - t0 + 15) & ~15; /* whole token tiles: the quantizer zeroed the rest */
     const size_t rows = (size_t)((a->n + 31) & ~31);
     const uint16_t *xh = (const uint16_t *)a->bsum, *xl = xh + rows * (size_t)xs;
@@ -303,7 +305,6 @@ void TAMX cpu_amx_qmm(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0,
     cfg.palette = 1;
     for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = 16;
     TCFG(&cfg);
-    memset(scr.acc, 0, sizeof scr.acc);
     /* acc = sum_g s_g (256 C_hi + C_lo), chunk by chunk */
     for (int k0 = 0; k0 < K; k0 += KC) {
         const int kc = K - k0 < KC ? K - k0 : KC, g0 = k0 / G, ngc = kc / G;
@@ -319,7 +320,8 @@ void TAMX cpu_amx_qmm(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0,
                     const int two = f + 1 < nb;
                     group_tiles(ah, al, g * steps, steps, f, two);
                     for (int i = 0; i < 1 + two; i++)
-                        epilogue(scr.c[2 * i], scr.c[2 * i + 1], &scr.acc[tt][16 * (f + i)], _mm512_load_ps(scr.s[f + i][g]));
+                        epilogue(scr.c[2 * i], scr.c[2 * i + 1], &scr.acc[tt][16 * (f + i)], _mm512_load_ps(scr.s[f + i][g]),
+                                 k0 == 0 && g == 0);
                 }
             }
     }
@@ -349,16 +351,17 @@ void TAMX cpu_amx_qmm(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0,
             }
             TSTORE(0, scr.c[0], 64);
             TSTORE(2, scr.c[2], 64);
-            for (int i = 0; i < 1 + two; i++)
-                for (int r = 0; r < 16; r++) {
-                    float *acc = &scr.acc[tt + r][16 * (f + i)];
+            for (int i = 0; i < 1 + two; i++) { /* straight into y: the call's rows and tokens only */
+                const int col = b0 * 16 + 16 * (f + i), left = ny - col;
+                const __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+                for (int r = 0; r < 16 && t0 + tt + r < t1; r++) {
                     __m512 cb = _mm512_load_ps((const float *)scr.c[2 * i] + 16 * r);
-                    _mm512_storeu_ps(acc, _mm512_fmadd_ps(_mm512_loadu_ps(acc), _mm512_set1_ps(a->d[t0 + tt + r]), cb));
+                    __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(&scr.acc[tt + r][16 * (f + i)]), _mm512_set1_ps(a->d[t0 + tt + r]), cb);
+                    _mm512_mask_storeu_ps(y + (size_t)(t0 + tt + r) * ny + col, m, v);
                 }
+            }
         }
     TREL();
-    const int ny = pk->rows, r0 = b0 * 16, nr = (ny - r0 < nb * 16 ? ny - r0 : nb * 16);
-    for (int t = t0; t < t1; t++) memcpy(y + (size_t)t * ny + r0, scr.acc[t - t0], (size_t)nr * sizeof(float));
 }
 
 #else /* no AMX on this platform */
