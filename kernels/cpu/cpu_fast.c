@@ -396,13 +396,19 @@ static void matmul_now(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf
     cpu_prof_end(t0 + (cpu_prof_skipped() - skipped), "matmul", w->rows, w->cols, n);
 }
 
-/* a prefill task on the tile unit: AMX_BLOCKS row blocks x AMX_TOKENS tokens, tokens outer so
+/* Tokens a prefill task on the tile unit takes: up to AMX_TOKENS where the columns are few (the
+ * call's expanded weights and bias pass then serve more tokens), 128 else (its activations stay in
+ * L2). One thread, 512 tokens (2026-12-06, MAC/cycle, 3 alternating runs): 896 x 896 130-138 ->
+ * 147-158, 4864 x 896 122-126 -> 136-150; 896 x 4864 133-141 at 128, 125-139 at 256. */
+static int amx_tokens(const bk_weight *w) { return w->cols <= 2048 ? AMX_TOKENS : 128; }
+
+/* a prefill task on the tile unit: AMX_BLOCKS row blocks x amx_tokens tokens, tokens outer so
  * that the tasks running at once share their activations */
 static void amx_task(void *arg, int task, int n_tasks, int thread) {
     mm_job *j = arg;
-    const int nb = j->pk->n_blocks, nrb = (nb + AMX_BLOCKS - 1) / AMX_BLOCKS, rows = j->w->rows;
-    const int b0 = task % nrb * AMX_BLOCKS, t0 = task / nrb * AMX_TOKENS;
-    const int b1 = b0 + AMX_BLOCKS < nb ? b0 + AMX_BLOCKS : nb, t1 = t0 + AMX_TOKENS < j->n ? t0 + AMX_TOKENS : j->n;
+    const int nb = j->pk->n_blocks, nrb = (nb + AMX_BLOCKS - 1) / AMX_BLOCKS, rows = j->w->rows, nt = amx_tokens(j->w);
+    const int b0 = task % nrb * AMX_BLOCKS, t0 = task / nrb * nt;
+    const int b1 = b0 + AMX_BLOCKS < nb ? b0 + AMX_BLOCKS : nb, t1 = t0 + nt < j->n ? t0 + nt : j->n;
     (void)n_tasks, (void)thread;
     cpu_amx_qmm(j->pk, &j->c->act, j->y, b0, b1, t0, t1);
     add_bias(j->w, j->y + (size_t)t0 * rows, t1 - t0, b0 * PK_ROWS, b1 * PK_ROWS < rows ? b1 * PK_ROWS : rows);
@@ -420,7 +426,7 @@ static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf
     }
     if (j.amx) {
         int nrb = (j.pk->n_blocks + AMX_BLOCKS - 1) / AMX_BLOCKS;
-        tp_run(c->pool, amx_task, &j, nrb * ((n + AMX_TOKENS - 1) / AMX_TOKENS));
+        tp_run(c->pool, amx_task, &j, nrb * ((n + amx_tokens(w) - 1) / amx_tokens(w)));
         return;
     }
     if (quant_ok(w) || (w->bits == 0 && (w->wdtype == BK_F32 || w->wdtype == BK_F16 || w->wdtype == BK_BF16))) {

@@ -149,7 +149,7 @@ extern const cpu_kernels cpu_kern_avx512;
  * rows; rows >= a->n are zeroed; a->n, cols and block set), and y[t, r] for up to AMX_BLOCKS row
  * blocks [b0, b1) and AMX_TOKENS tokens [t0, t1), t0 a multiple of 16, no output bias. */
 #define AMX_BLOCKS 4
-#define AMX_TOKENS 128
+#define AMX_TOKENS 256
 #define AMX_BIAS_STEPS 10
 size_t cpu_amx_act_bytes(int n, int cols, int group);
 void cpu_amx_act_init(cpu_qact *a, void *mem, int n, int cols, int group);
