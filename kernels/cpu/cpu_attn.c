@@ -168,7 +168,7 @@ void cpu_attn_run(cpu_attn *c, const cpu_kernels *k, tpool *pool, int affine, co
                   const float *vc, float *out, int n, int pos0, int n_heads, int n_kv_heads, int head_dim) {
     int nth = tp_threads(pool), group = n_heads / n_kv_heads;
     int fused = k->attn && head_dim % 16 == 0 && head_dim <= 256 && group <= 16;
-    int blk = k->attn_blk && head_dim % 16 == 0 && n >= ATTN_BLK_MIN;
+    int blk = k->attn_blk && head_dim % 16 == 0 && ATTN_TB * group <= 256 && n >= ATTN_BLK_MIN;
     int need = blk ? (int)attn_blk_scratch(ATTN_TB, group, pos0 + n, head_dim) : (pos0 + n) * (fused ? group : 1);
     if (need > c->scores_cap) {
         for (int i = 0; i < c->nth; i++) {

@@ -101,7 +101,7 @@ typedef struct {
     /* NULL, or prefill attention of `tb` consecutive tokens against one kv head: token i's `group`
      * query heads at q + i * q_stride ([group, hd]), attending to cache rows 0 .. len0 + i - 1 (k, v
      * as for attn); out like q. s: scratch of attn_blk_scratch(tb, group, len0, hd) floats. Only
-     * called when hd % 16 == 0. */
+     * called when hd % 16 == 0 and tb * group <= 256. */
     void (*attn_blk)(const float *q, size_t q_stride, int tb, int len0, const float *k, const float *v, size_t kv_stride,
                      int group, int hd, float scale, float *s, float *out);
     /* g[i] = silu(g[i]) * u[i] */

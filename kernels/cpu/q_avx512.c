@@ -424,6 +424,36 @@ INLINE T512 void transpose16(__m512 r[16]) {
     }
 }
 
+/* acc[j][c] = sum_p w[j L + p] v[p ks + 16 c], rows p < len: four queries' weights against 64
+ * dimensions of V, every row loaded once for the four (constant bounds: the 16 sums stay in
+ * registers) */
+INLINE T512 void pv44(const float *w, int L, const float *v, size_t ks, int len, __m512 acc[4][4]) {
+    for (int j = 0; j < 4; j++)
+        for (int c = 0; c < 4; c++) acc[j][c] = _mm512_setzero_ps();
+    for (int p = 0; p < len; p++) {
+        const float *vp = v + (size_t)p * ks;
+        __m512 v0 = _mm512_loadu_ps(vp), v1 = _mm512_loadu_ps(vp + 16), v2 = _mm512_loadu_ps(vp + 32), v3 = _mm512_loadu_ps(vp + 48);
+        for (int j = 0; j < 4; j++) {
+            __m512 sp = _mm512_set1_ps(w[(size_t)j * L + p]);
+            acc[j][0] = _mm512_fmadd_ps(sp, v0, acc[j][0]);
+            acc[j][1] = _mm512_fmadd_ps(sp, v1, acc[j][1]);
+            acc[j][2] = _mm512_fmadd_ps(sp, v2, acc[j][2]);
+            acc[j][3] = _mm512_fmadd_ps(sp, v3, acc[j][3]);
+        }
+    }
+}
+
+/* the same for nb queries and nc chunks of 16 dimensions (the remainders) */
+static T512 void pv_any(const float *w, int L, const float *v, size_t ks, int len, int nb, int nc, __m512 acc[4][4]) {
+    for (int j = 0; j < 4; j++)
+        for (int c = 0; c < 4; c++) acc[j][c] = _mm512_setzero_ps();
+    for (int p = 0; p < len; p++)
+        for (int j = 0; j < nb; j++) {
+            __m512 sp = _mm512_set1_ps(w[(size_t)j * L + p]);
+            for (int c = 0; c < nc; c++) acc[j][c] = _mm512_fmadd_ps(sp, _mm512_loadu_ps(v + (size_t)p * ks + 16 * c), acc[j][c]);
+        }
+}
+
 /* Prefill: `tb` tokens' query heads against one kv head (cpu_kern.h attn_blk). A block of 16 K
  * rows is transposed once (kt[d] = dimension d of the 16 rows) and meets every query with one
  * broadcast FMA a dimension, where attn_nv scores each token's heads apart and reduces every dot
@@ -440,18 +470,18 @@ static T512 void attn_blk_avx512(const float *q, size_t qs, int tb, int len0, co
             transpose16(r);
             for (int i = 0; i < 16; i++) _mm512_storeu_ps(kt + (size_t)(16 * c + i) * 16, r[i]);
         }
-        for (int q0 = 0; q0 < nq; q0 += 4) { /* four queries a pass: four FMA chains */
-            const int nb = nq - q0 < 4 ? nq - q0 : 4;
-            const float *qp[4];
-            __m512 acc[4];
-            for (int j = 0; j < 4; j++) {
+        for (int q0 = 0; q0 < nq; q0 += 8) { /* eight queries a pass: eight FMA chains (4 cycles each) */
+            const int nb = nq - q0 < 8 ? nq - q0 : 8;
+            const float *qp[8];
+            __m512 acc[8];
+            for (int j = 0; j < 8; j++) {
                 int qi = q0 + (j < nb ? j : 0);
                 qp[j] = q + (size_t)(qi / group) * qs + (size_t)(qi % group) * hd;
                 acc[j] = _mm512_setzero_ps();
             }
             for (int d = 0; d < hd; d++) {
                 __m512 kd = _mm512_loadu_ps(kt + (size_t)d * 16);
-                for (int j = 0; j < 4; j++) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(qp[j][d]), kd, acc[j]);
+                for (int j = 0; j < 8; j++) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(qp[j][d]), kd, acc[j]);
             }
             for (int j = 0; j < nb; j++) {
                 const int qi = q0 + j, len = len0 + qi / group; /* rows >= len: this token's future */
@@ -461,6 +491,7 @@ static T512 void attn_blk_avx512(const float *q, size_t qs, int tb, int len0, co
             }
         }
     }
+    float inv[256]; /* 1 / the softmax sum of each query (tb * group <= 256: cpu_kern.h) */
     for (int qi = 0; qi < nq; qi++) { /* softmax over the row's length; the masked scores become 0 */
         float *si = s + (size_t)qi * L;
         __m512 mv = _mm512_set1_ps(-INFINITY), sum = _mm512_setzero_ps();
@@ -473,8 +504,7 @@ static T512 void attn_blk_avx512(const float *q, size_t qs, int tb, int len0, co
             sum = _mm512_add_ps(sum, e);
             _mm512_storeu_ps(si + p, e);
         }
-        __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
-        for (int p = 0; p < L; p += 16) _mm512_storeu_ps(si + p, _mm512_mul_ps(_mm512_loadu_ps(si + p), inv));
+        inv[qi] = 1.0f / _mm512_reduce_add_ps(sum); /* applied to the output, not to every weight */
     }
     /* V: four queries and up to 64 dimensions a pass, each row loaded once a pass */
     for (int q0 = 0; q0 < nq; q0 += 4) {
@@ -482,22 +512,12 @@ static T512 void attn_blk_avx512(const float *q, size_t qs, int tb, int len0, co
         for (int c0 = 0; c0 < NV; c0 += 4) {
             const int nc = NV - c0 < 4 ? NV - c0 : 4;
             __m512 acc[4][4];
-            for (int j = 0; j < 4; j++)
-                for (int c = 0; c < 4; c++) acc[j][c] = _mm512_setzero_ps();
-            for (int p = 0; p < lmax; p++) {
-                const float *vp = v + (size_t)p * ks + 16 * c0;
-                __m512 vv[4];
-                for (int c = 0; c < 4; c++) vv[c] = c < nc ? _mm512_loadu_ps(vp + 16 * c) : _mm512_setzero_ps();
-                for (int j = 0; j < nb; j++) {
-                    __m512 sp = _mm512_set1_ps(s[(size_t)(q0 + j) * L + p]);
-                    for (int c = 0; c < 4; c++)
-                        if (c < nc) acc[j][c] = _mm512_fmadd_ps(sp, vv[c], acc[j][c]);
-                }
-            }
+            if (nb == 4 && nc == 4) pv44(s + (size_t)q0 * L, L, v + 16 * c0, ks, lmax, acc);
+            else pv_any(s + (size_t)q0 * L, L, v + 16 * c0, ks, lmax, nb, nc, acc);
             for (int j = 0; j < nb; j++) {
                 const int qi = q0 + j;
                 float *o = out + (size_t)(qi / group) * qs + (size_t)(qi % group) * hd + 16 * c0;
-                for (int c = 0; c < nc; c++) _mm512_storeu_ps(o + 16 * c, acc[j][c]);
+                for (int c = 0; c < nc; c++) _mm512_storeu_ps(o + 16 * c, _mm512_mul_ps(acc[j][c], _mm512_set1_ps(inv[qi])));
             }
         }
     }
