@@ -283,6 +283,41 @@ static void test_matmul_prefill(void) {
     run_matmul(20, 2560, 150, 4, 64, BK_F16, 2);
 }
 
+/* SwiGLU then a matmul of its gate buffer (the feed-forward's order): a backend may hold the SwiGLU
+ * and apply it while quantizing the matmul's input (the cpu backend's prefill on AMX); the gate
+ * buffer must still hold the SwiGLU after, and a held one must run before any other reader. Cases:
+ * the matmul takes it (prefill, group 64), one that cannot (group 32), decode, and a read of the
+ * gate buffer in between. */
+static void test_swiglu_then_matmul(void) {
+    static const struct { int rows, cols, n, group, read_between; } cases[] = {
+        {45, 640, 40, 64, 0}, {45, 640, 40, 32, 0}, {45, 640, 3, 64, 0}, {45, 640, 40, 64, 1}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int rows = cases[ci].rows, cols = cases[ci].cols, n = cases[ci].n;
+        size_t len = (size_t)n * cols;
+        weight w;
+        weight_make(&w, rows, cols, 4, cases[ci].group, BK_F16, 1);
+        float *g = malloc(sizeof(float) * len), *u = malloc(sizeof(float) * len), *back = malloc(sizeof(float) * len);
+        fill(g, len, 3.0f);
+        fill(u, len, 1.0f);
+        pair pg = upload(g, sizeof(float) * len), pu = upload(u, sizeof(float) * len);
+        pair py = {be->ops->buf_alloc(be, sizeof(float) * (size_t)n * rows), ref->ops->buf_alloc(ref, sizeof(float) * (size_t)n * rows)};
+        be->ops->swiglu(be, pg.b, pu.b, (int)len);
+        ref->ops->swiglu(ref, pg.r, pu.r, (int)len);
+        if (cases[ci].read_between) be->ops->buf_read(be, pg.b, 0, back, sizeof(float) * len);
+        be->ops->matmul(be, &w.wb, pg.b, py.b, n);
+        mm_terms_ref(ref, &w.wr, pg.r, py.r, n);
+        char what[128];
+        snprintf(what, sizeof what, "after swiglu: [%d x %d] g=%d n=%d%s", rows, cols, cases[ci].group, n,
+                 cases[ci].read_between ? ", gate read between" : "");
+        compare("matmul", py, (size_t)n * rows, what);
+        snprintf(what, sizeof what, "gate after the matmul: [%d x %d] g=%d n=%d", rows, cols, cases[ci].group, n);
+        compare("swiglu", pg, len, what);
+        drop(&pg), drop(&pu), drop(&py);
+        free(g), free(u), free(back);
+        weight_free(&w);
+    }
+}
+
 /* one buffer of codes described as two different weights (a backend that caches a converted
  * copy per buffer must not serve the first description's copy to the second) */
 static void test_matmul_redescribed(void) {
@@ -743,7 +778,7 @@ int main(int argc, char **argv) {
     ref = backend_cpu_ref_new();
     printf("backend %s against cpu-ref\n", be->ops->name);
     if (wanted("matmul"))
-        test_matmul(), test_matmul_q4_tiles(), test_matmul_prefill(), test_matmul_redescribed(), test_matmul_weight_rewritten(), test_matmul_fused(),
+        test_matmul(), test_matmul_q4_tiles(), test_matmul_prefill(), test_swiglu_then_matmul(), test_matmul_redescribed(), test_matmul_weight_rewritten(), test_matmul_fused(),
             test_matmul_metric();
     if (wanted("embed")) test_embed();
     if (wanted("rmsnorm")) test_rmsnorm();
@@ -787,7 +822,7 @@ int main(int argc, char **argv) {
         if (amx) {
             cpu_fast_option(be, "amx", 0);
             printf("backend %s with AMX off (4-bit matmul)\n", name);
-            test_matmul_q4_tiles(), test_matmul_prefill(), test_matmul_fused();
+            test_matmul_q4_tiles(), test_matmul_prefill(), test_swiglu_then_matmul(), test_matmul_fused();
             cpu_fast_option(be, "amx", 1);
         }
     }

@@ -50,6 +50,14 @@ typedef struct {
     int affine; /* decode matmul chunks and attention slices by thread region (tp_regions) */
     int huge;   /* buffers of HUGE_BUF_MIN and more in huge pages (fast_buf_alloc) */
     int amx;    /* prefill matmuls on repacked weights on the tile unit (q4_amx.c) */
+    /* a SwiGLU held back (with amx): the next matmul on the tile unit whose input is its gate
+     * buffer applies it row by row while quantizing that input (the row is in L1 for both), a pass
+     * over two 512 x 4864 buffers less a 0.5b prefill layer; any other op runs it first (op_begin) */
+    struct {
+        bk_buf *g;
+        const bk_buf *u;
+        int n;
+    } glu;
     /* rope's cos and sin of a batch's positions, [n][cos half, sin half], kept for the next call
      * with the same positions and frequencies (every layer's q and k of a prefill) */
     struct {
@@ -79,12 +87,14 @@ static fast_ctx *CTX(backend *be) { return be->ctx; }
 
 static void flush_pending(fast_ctx *c);
 static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf *yb, int n);
+static void glu_flush(fast_ctx *c);
 
 /* every op but matmul starts here: held-back matmuls run first (this op may read their output or
  * write their input), and a write to `written` ends the reuse of activations quantized from it */
 static void op_begin(backend *be, const void *written) {
     fast_ctx *c = CTX(be);
     if (c->n_pend) flush_pending(c);
+    if (c->glu.g) glu_flush(c);
     if (written && c->act_src == written) c->act_src = NULL;
 }
 
@@ -168,6 +178,7 @@ typedef struct {
     const cpu_q4pack *pk; /* the repacked weight, or NULL */
     tp_regions *reg;      /* decode: tasks by thread region, or NULL */
     int amx;              /* on the tile unit (pk set, n > SMALL_N) */
+    const float *glu_u;   /* NULL, or x is a held SwiGLU's gate: x = silu(x) * glu_u row by row first */
 } mm_job;
 
 /* token rows the AMX activations hold: whole 16-token tiles, and a multiple of 32 */
@@ -200,6 +211,15 @@ static void quant_job(void *arg, int ith, int nth, int thread) {
     mm_job *j = arg;
     (void)thread;
     int n = j->amx ? amx_rows(j->n) : j->n, t0 = (int)((long)n * ith / nth), t1 = (int)((long)n * (ith + 1) / nth);
+    if (j->glu_u) { /* the held SwiGLU, a row at a time just before the row is quantized */
+        const int K = j->w->cols;
+        for (int t = t0; t < t1 && t < j->n; t++) {
+            j->c->k->swiglu((float *)j->x + (size_t)t * K, j->glu_u + (size_t)t * K, K);
+            cpu_amx_quant(j->x, &j->c->act, t, t + 1);
+        }
+        if (t1 > j->n) cpu_amx_quant(j->x, &j->c->act, t0 > j->n ? t0 : j->n, t1);
+        return;
+    }
     if (t0 < t1) (j->amx ? cpu_amx_quant : j->pk ? j->c->k->pk_quant : j->c->k->quant)(j->x, &j->c->act, t0, t1);
 }
 
@@ -402,6 +422,11 @@ static void matmul_now(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf
  * 147-158, 4864 x 896 122-126 -> 136-150; 896 x 4864 133-141 at 128, 125-139 at 256. */
 static int amx_tokens(const bk_weight *w) { return w->cols <= 2048 ? AMX_TOKENS : 128; }
 
+/* whether a matmul of n tokens goes to the tile unit, given that w is repacked */
+static int amx_shape(const fast_ctx *c, const bk_weight *w, int n) {
+    return c->amx && n > SMALL_N && w->group_size % 64 == 0 && w->cols / w->group_size <= 32 * AMX_BIAS_STEPS;
+}
+
 /* a prefill task on the tile unit: AMX_BLOCKS row blocks x amx_tokens tokens, tokens outer so
  * that the tasks running at once share their activations */
 static void amx_task(void *arg, int task, int n_tasks, int thread) {
@@ -416,12 +441,15 @@ static void amx_task(void *arg, int task, int n_tasks, int thread) {
 
 static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf *yb, int n) {
     if (c->act_src == yb->data) c->act_src = NULL;
-    mm_job j = {c, w, xb->data, yb->data, n, NULL, NULL, 0};
+    mm_job j = {c, w, xb->data, yb->data, n, NULL, NULL, 0, NULL};
     int nth = tp_threads(c->pool);
     if (quant_ok(w)) {
         j.pk = get_pack(c, w);
-        j.amx = j.pk && c->amx && n > SMALL_N && w->group_size % 64 == 0 &&
-                w->cols / w->group_size <= 32 * AMX_BIAS_STEPS;
+        j.amx = j.pk && amx_shape(c, w, n);
+        if (c->glu.g && c->glu.g->data == xb->data) { /* fast_matmul checked that it fits */
+            j.glu_u = c->glu.u->data;
+            c->glu.g = NULL;
+        }
         if (!quantize_x(c, &j, xb)) { tp_run(c->pool, slow_job, &j, nth); return; } /* no memory for codes: still correct */
     }
     if (j.amx) {
@@ -479,7 +507,7 @@ static void flush_pending(fast_ctx *c) {
         ok = g.pk[i] != NULL;
         if (ok) g.start[i + 1] = g.start[i] + g.pk[i]->n_blocks;
     }
-    mm_job j = {c, &c->pend[0].w, c->pend[0].x->data, NULL, g.n, g.pk[0], NULL, 0};
+    mm_job j = {c, &c->pend[0].w, c->pend[0].x->data, NULL, g.n, g.pk[0], NULL, 0, NULL};
     if (!ok || !quantize_x(c, &j, c->pend[0].x)) { /* one matmul, or no memory for codes: one by one */
         for (int i = 0; i < np; i++) matmul_now(c, &c->pend[i].w, c->pend[i].x, c->pend[i].y, c->pend[i].n);
     } else {
@@ -518,6 +546,12 @@ static int can_hold(const fast_ctx *c, const bk_weight *w, const bk_buf *xb, con
  * now, after whatever is held. */
 static void fast_matmul(backend *be, const bk_weight *w, const bk_buf *xb, bk_buf *yb, int n) {
     fast_ctx *c = CTX(be);
+    if (c->glu.g) { /* the held SwiGLU goes into this matmul's quantization, or runs now */
+        int takes = c->glu.g->data == xb->data && (size_t)n * (size_t)w->cols == (size_t)c->glu.n && quant_ok(w) &&
+                    amx_shape(c, w, n) && get_pack(c, w) && !overlaps(yb->data, (size_t)n * (size_t)w->rows * sizeof(float),
+                                                                       c->glu.u->data, (size_t)c->glu.n * sizeof(float));
+        if (!takes) glu_flush(c);
+    }
     int holdable = c->fuse && n <= SMALL_N && quant_ok(w) && get_pack(c, w);
     if (c->n_pend && !(holdable && can_hold(c, w, xb, yb, n))) flush_pending(c);
     if (!holdable || !can_hold(c, w, xb, yb, n)) {
@@ -667,11 +701,26 @@ static void glu_run(void *arg, int ith, int nth, int thread) {
     if (i0 < i1) j->k->swiglu(j->g + i0, j->u + i0, i1 - i0);
 }
 
-static void fast_swiglu(backend *be, bk_buf *gate, const bk_buf *up, int n) {
-    op_begin(be, gate->data);
-    glu_job j = {CTX(be)->k, gate->data, up->data, n};
-    if (n >= 1 << 15) tp_run(CTX(be)->pool, glu_run, &j, 2 * tp_threads(CTX(be)->pool));
+static void glu_now(fast_ctx *c, bk_buf *gate, const bk_buf *up, int n) {
+    glu_job j = {c->k, gate->data, up->data, n};
+    if (n >= 1 << 15) tp_run(c->pool, glu_run, &j, 2 * tp_threads(c->pool));
     else glu_run(&j, 0, 1, 0);
+}
+
+static void glu_flush(fast_ctx *c) {
+    bk_buf *g = c->glu.g;
+    c->glu.g = NULL;
+    glu_now(c, g, c->glu.u, c->glu.n);
+}
+
+static void fast_swiglu(backend *be, bk_buf *gate, const bk_buf *up, int n) {
+    fast_ctx *c = CTX(be);
+    op_begin(be, gate->data);
+    if (c->amx && gate->data != up->data) { /* held for a prefill matmul on the tile unit (fast_ctx.glu) */
+        c->glu.g = gate, c->glu.u = up, c->glu.n = n;
+        return;
+    }
+    glu_now(c, gate, up, n);
 }
 
 typedef struct {
