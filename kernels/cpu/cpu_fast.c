@@ -11,7 +11,7 @@
  * cache rows in one task (cpu_attn.c); STRATA_CPU_PREFETCH_NEXT=0 stops the workers' prefetch
  * of the next decode job (prefetch_next); STRATA_CPU_HUGE_BUFS=0 keeps buffers of 2 MB and more
  * (KV caches) in calloc'd 4 KB pages (fast_buf_alloc); STRATA_CPU_AMX=0 keeps prefill off the
- * AMX tile unit (q4_amx.c, used where the CPU and OS have AMX-BF16); STRATA_CPU_PROFILE=1 prints wall time per
+ * AMX tile unit (q4_amx.c, used where the CPU and OS have AMX-INT8 and AMX-BF16); STRATA_CPU_PROFILE=1 prints wall time per
  * op kind (cpu_prof.h). */
 #include <math.h>
 #include <stdio.h>

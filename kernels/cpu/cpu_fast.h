@@ -14,7 +14,7 @@
  * STRATA_CPU_PREFETCH_NEXT=0 stops the workers' prefetch of the next decode matmul;
  * STRATA_CPU_HUGE_BUFS=0 allocates buffers of 2 MB and more (KV caches) with calloc instead of in
  * transparent huge pages; STRATA_CPU_AMX=0 keeps prefill matmuls (more than 8 tokens) on the
- * AVX-512 kernels on CPUs with AMX-BF16 (q4_amx.c); STRATA_CPU_PROFILE=1 prints wall time per op kind to stderr when the backend is destroyed. */
+ * AVX-512 kernels on CPUs with AMX-INT8 and AMX-BF16 (q4_amx.c); STRATA_CPU_PROFILE=1 prints wall time per op kind to stderr when the backend is destroyed. */
 backend *backend_cpu_fast_new(int n_threads, strata_err *err);
 /* the SIMD level a fast backend runs at: "scalar", "avx2" or "avx512" */
 const char *cpu_fast_level(const backend *be);

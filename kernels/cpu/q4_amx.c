@@ -1,6 +1,6 @@
 /* Prefill on AMX: repacked 4-bit weights (cpu_q4pack) times int8 activations on the tile unit
- * (TDPBSUD: 16 x 16 int32 += 16 x 64 s8 . 64 x 16 u8), on CPUs that have AMX-INT8 and a kernel
- * that grants the tile state (Linux 5.16+, arch_prctl ARCH_REQ_XCOMP_PERM).
+ * (TDPBSUD: 16 x 16 int32 += 16 x 64 s8 . 64 x 16 u8), on CPUs that have AMX-INT8 and AMX-BF16
+ * and a kernel that grants the tile state (Linux 5.16+, arch_prctl ARCH_REQ_XCOMP_PERM).
  *
  * Numbers. Token t has one scale d = max|x| / (127 * 256) and two int8 planes, x ~ d (256 hi +
  * lo) (~16-bit activations, as the VNNI kernel's, but one scale a token: per group, the epilogue
@@ -19,10 +19,12 @@
  *
  * A call covers up to AMX_BLOCKS row blocks (64 rows) and AMX_TOKENS tokens, in chunks of KC
  * columns: the chunk's tiles are unpacked into thread-local scratch, then every 16-token tile
- * (its two planes held in tile registers) meets every pair of 16-row tiles: 4 accumulator tiles
- * (hi and lo against each), 2 activation tiles, 2 weight tiles = the 8 tile registers. The
- * epilogue of each group scales the sums into a float tile of the call (acc). Token rows are read
- * up to the next multiple of 16 (the quantizer pads them with zeros). */
+ * (its two planes held in tiles 4 and 5) meets every 16-row weight tile (6 or 7) into a pair of
+ * accumulator tiles (hi, lo: 0/1 or 2/3 in turn, so that one pair's stores overlap the other's
+ * sums: halves). The epilogue of each group scales the sums into a float tile of the call (acc);
+ * the first group writes it, the bias pass writes y. Token rows are read up to the next multiple
+ * of 16 (the quantizer pads them with zeros). The activations are stored as the tiles they are
+ * loaded as (tile_at). Figures: bench/RESULTS.md, CPU round 8. */
 #include "kernels/cpu/cpu_kern.h"
 
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
