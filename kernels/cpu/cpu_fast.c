@@ -687,25 +687,32 @@ static void fast_attention(backend *be, const bk_buf *q, const bk_buf *kc, const
                  n_kv_heads, head_dim);
 }
 
+/* an elementwise op of two buffers, spread over the pool from 32k elements: a = silu(a) * b (the
+ * level's swiglu) or a += b (a prefill's residual adds: 512 x 896 floats at the 0.5b shape) */
 typedef struct {
     const cpu_kernels *k;
-    float *g;
-    const float *u;
-    int n;
-} glu_job;
+    float *a;
+    const float *b;
+    int n, glu;
+} ew_job;
 
-static void glu_run(void *arg, int ith, int nth, int thread) {
-    glu_job *j = arg;
+static void ew_run(void *arg, int ith, int nth, int thread) {
+    ew_job *j = arg;
     (void)thread;
     int i0 = (int)((long)j->n * ith / nth) & ~15, i1 = ith == nth - 1 ? j->n : (int)((long)j->n * (ith + 1) / nth) & ~15;
-    if (i0 < i1) j->k->swiglu(j->g + i0, j->u + i0, i1 - i0);
+    if (i0 >= i1) return;
+    if (j->glu) j->k->swiglu(j->a + i0, j->b + i0, i1 - i0);
+    else
+        for (int i = i0; i < i1; i++) j->a[i] += j->b[i];
 }
 
-static void glu_now(fast_ctx *c, bk_buf *gate, const bk_buf *up, int n) {
-    glu_job j = {c->k, gate->data, up->data, n};
-    if (n >= 1 << 15) tp_run(c->pool, glu_run, &j, 2 * tp_threads(c->pool));
-    else glu_run(&j, 0, 1, 0);
+static void ew_now(fast_ctx *c, float *a, const float *b, int n, int glu) {
+    ew_job j = {c->k, a, b, n, glu};
+    if (n >= 1 << 15) tp_run(c->pool, ew_run, &j, 2 * tp_threads(c->pool));
+    else ew_run(&j, 0, 1, 0);
 }
+
+static void glu_now(fast_ctx *c, bk_buf *gate, const bk_buf *up, int n) { ew_now(c, gate->data, up->data, n, 1); }
 
 static void glu_flush(fast_ctx *c) {
     bk_buf *g = c->glu.g;
@@ -723,25 +730,9 @@ static void fast_swiglu(backend *be, bk_buf *gate, const bk_buf *up, int n) {
     glu_now(c, gate, up, n);
 }
 
-typedef struct {
-    float *x;
-    const float *y;
-    int n;
-} add_job;
-
-static void add_run(void *arg, int ith, int nth, int thread) {
-    add_job *j = arg;
-    (void)thread;
-    int i0 = (int)((long)j->n * ith / nth), i1 = (int)((long)j->n * (ith + 1) / nth);
-    for (int i = i0; i < i1; i++) j->x[i] += j->y[i];
-}
-
-/* a prefill's residual adds (512 x 896 floats at the 0.5b shape) spread over the pool */
 static void fast_add(backend *be, bk_buf *x, const bk_buf *y, int n) {
     op_begin(be, x->data);
-    add_job j = {x->data, y->data, n};
-    if (n >= 1 << 15) tp_run(CTX(be)->pool, add_run, &j, 2 * tp_threads(CTX(be)->pool));
-    else add_run(&j, 0, 1, 0);
+    ew_now(CTX(be), x->data, y->data, n, 0);
 }
 
 static void fast_embed(backend *be, const bk_weight *w, const int32_t *ids, int n, bk_buf *out) {
