@@ -50,6 +50,7 @@ typedef struct {
     int affine; /* decode matmul chunks and attention slices by thread region (tp_regions) */
     int huge;   /* buffers of HUGE_BUF_MIN and more in huge pages (fast_buf_alloc) */
     int amx;    /* prefill matmuls on repacked weights on the tile unit (q4_amx.c) */
+    cpu_amx_scr **amx_scr; /* per pool thread, made at its first AMX task */
     /* a SwiGLU held back (with amx): the next matmul on the tile unit whose input is its gate
      * buffer applies it row by row while quantizing that input (the row is in L1 for both), a pass
      * over two 512 x 4864 buffers less a 0.5b prefill layer; any other op runs it first (op_begin) */
@@ -88,6 +89,7 @@ static fast_ctx *CTX(backend *be) { return be->ctx; }
 static void flush_pending(fast_ctx *c);
 static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf *yb, int n);
 static void glu_flush(fast_ctx *c);
+static void ew_now(fast_ctx *c, float *a, const float *b, int n, int glu);
 
 /* every op but matmul starts here: held-back matmuls run first (this op may read their output or
  * write their input), and a write to `written` ends the reuse of activations quantized from it */
@@ -427,6 +429,14 @@ static int amx_shape(const fast_ctx *c, const bk_weight *w, int n) {
     return c->amx && n > SMALL_N && w->group_size % 64 == 0 && w->cols / w->group_size <= 32 * AMX_BIAS_STEPS;
 }
 
+/* every pool thread's AMX scratch (~180 KB each), made at the first matmul that needs them; 0
+ * when memory is out (that matmul takes the AVX-512 path) */
+static int amx_scratch(fast_ctx *c) {
+    for (int i = 0; i < tp_threads(c->pool); i++)
+        if (!c->amx_scr[i] && !(c->amx_scr[i] = aligned_alloc(64, (cpu_amx_scratch_bytes() + 63) & ~(size_t)63))) return 0;
+    return 1;
+}
+
 /* a prefill task on the tile unit: AMX_BLOCKS row blocks x amx_tokens tokens, tokens outer so
  * that the tasks running at once share their activations */
 static void amx_task(void *arg, int task, int n_tasks, int thread) {
@@ -434,8 +444,8 @@ static void amx_task(void *arg, int task, int n_tasks, int thread) {
     const int nb = j->pk->n_blocks, nrb = (nb + AMX_BLOCKS - 1) / AMX_BLOCKS, rows = j->w->rows, nt = amx_tokens(j->w);
     const int b0 = task % nrb * AMX_BLOCKS, t0 = task / nrb * nt;
     const int b1 = b0 + AMX_BLOCKS < nb ? b0 + AMX_BLOCKS : nb, t1 = t0 + nt < j->n ? t0 + nt : j->n;
-    (void)n_tasks, (void)thread;
-    cpu_amx_qmm(j->pk, &j->c->act, j->y, b0, b1, t0, t1);
+    (void)n_tasks;
+    cpu_amx_qmm(j->c->amx_scr[thread], j->pk, &j->c->act, j->y, b0, b1, t0, t1);
     add_bias(j->w, j->y + (size_t)t0 * rows, t1 - t0, b0 * PK_ROWS, b1 * PK_ROWS < rows ? b1 * PK_ROWS : rows);
 }
 
@@ -445,12 +455,17 @@ static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf
     int nth = tp_threads(c->pool);
     if (quant_ok(w)) {
         j.pk = get_pack(c, w);
-        j.amx = j.pk && amx_shape(c, w, n);
-        if (c->glu.g && c->glu.g->data == xb->data) { /* fast_matmul checked that it fits */
-            j.glu_u = c->glu.u->data;
+        j.amx = j.pk && amx_shape(c, w, n) && amx_scratch(c);
+        if (j.amx && c->glu.g && c->glu.g->data == xb->data && (size_t)n * (size_t)w->cols == (size_t)c->glu.n) {
+            j.glu_u = c->glu.u->data; /* applied by the quantizer */
             c->glu.g = NULL;
         }
-        if (!quantize_x(c, &j, xb)) { tp_run(c->pool, slow_job, &j, nth); return; } /* no memory for codes: still correct */
+    }
+    if (c->glu.g) glu_flush(c); /* a held SwiGLU this matmul does not take runs before x is read */
+    if (quant_ok(w) && !quantize_x(c, &j, xb)) { /* no memory for codes: still correct */
+        if (j.glu_u) ew_now(c, (float *)j.x, j.glu_u, n * w->cols, 1);
+        tp_run(c->pool, slow_job, &j, nth);
+        return;
     }
     if (j.amx) {
         int nrb = (j.pk->n_blocks + AMX_BLOCKS - 1) / AMX_BLOCKS;
@@ -548,7 +563,7 @@ static void fast_matmul(backend *be, const bk_weight *w, const bk_buf *xb, bk_bu
     fast_ctx *c = CTX(be);
     if (c->glu.g) { /* the held SwiGLU goes into this matmul's quantization, or runs now */
         int takes = c->glu.g->data == xb->data && (size_t)n * (size_t)w->cols == (size_t)c->glu.n && quant_ok(w) &&
-                    amx_shape(c, w, n) && get_pack(c, w) && !overlaps(yb->data, (size_t)n * (size_t)w->rows * sizeof(float),
+                    amx_shape(c, w, n) && get_pack(c, w) && amx_scratch(c) && !overlaps(yb->data, (size_t)n * (size_t)w->rows * sizeof(float),
                                                                        c->glu.u->data, (size_t)c->glu.n * sizeof(float));
         if (!takes) glu_flush(c);
     }
@@ -757,6 +772,8 @@ static void fast_destroy(backend *be) {
     if (c && c->pool) op_begin(be, NULL);
     if (c) {
         cpu_attn_free(&c->attn);
+        for (int i = 0; c->amx_scr && c->pool && i < tp_threads(c->pool); i++) free(c->amx_scr[i]);
+        free(c->amx_scr);
         tp_free(&c->pool);
         free(c->act_mem);
         free(c->rope.tab);
@@ -880,7 +897,8 @@ backend *backend_cpu_fast_new(int n_threads, strata_err *err) {
     int nth = n_threads > 0 ? n_threads : n_cores();
     if (nth > 256) nth = 256;
     c->pool = tp_new(nth);
-    if (!c->pool || cpu_attn_init(&c->attn, nth)) {
+    c->amx_scr = calloc((size_t)nth, sizeof *c->amx_scr);
+    if (!c->pool || !c->amx_scr || cpu_attn_init(&c->attn, nth)) {
         fast_destroy(be);
         err_set(err, "cpu backend: cannot start %d threads", nth);
         return NULL;

@@ -153,8 +153,12 @@ extern const cpu_kernels cpu_kern_avx512;
 #define AMX_BIAS_STEPS 10
 size_t cpu_amx_act_bytes(int n, int cols, int group);
 void cpu_amx_act_init(cpu_qact *a, void *mem, int n, int cols, int group);
+/* a calling thread's scratch (weight tiles, scales, the call's float output: ~180 KB, 64-byte
+ * aligned), one for each thread that calls cpu_amx_qmm at the same time */
+typedef struct cpu_amx_scr cpu_amx_scr;
+size_t cpu_amx_scratch_bytes(void);
 int cpu_amx_available(void);
 void cpu_amx_quant(const float *x, cpu_qact *a, int t0, int t1);
-void cpu_amx_qmm(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1);
+void cpu_amx_qmm(cpu_amx_scr *s, const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1);
 
 #endif

@@ -18,7 +18,7 @@
  * of a weight tile (dword r = columns 4i..4i+3 of row r) and its high nibbles the next.
  *
  * A call covers up to AMX_BLOCKS row blocks (64 rows) and AMX_TOKENS tokens, in chunks of KC
- * columns: the chunk's tiles are unpacked into thread-local scratch, then every 16-token tile
+ * columns: the chunk's tiles are unpacked into the thread's scratch, then every 16-token tile
  * (its two planes held in tiles 4 and 5) meets every 16-row weight tile (6 or 7) into a pair of
  * accumulator tiles (hi, lo: 0/1 or 2/3 in turn, so that one pair's stores overlap the other's
  * sums: halves). The epilogue of each group scales the sums into a float tile of the call (acc);
@@ -157,13 +157,16 @@ void TAMX cpu_amx_quant(const float *x, cpu_qact *a, int t0, int t1) {
 
 /* ---- weights: a chunk of the pack to u8 tiles ---- */
 
-static _Thread_local struct {
+/* a thread's scratch (cpu_amx_scratch_bytes; the backend keeps one per pool thread) */
+struct cpu_amx_scr {
     uint8_t b[AMX_BLOCKS][KC / 64][16 * 64]; /* [row block][64-column step]: one tile each */
     float s[AMX_BLOCKS][KC / 64][16];        /* per group of the chunk: scales */
     uint16_t bb[AMX_BLOCKS][AMX_BIAS_STEPS][2][16 * 32]; /* biases as bf16 tiles: [block][32 groups][hi, lo] */
     float acc[AMX_TOKENS][AMX_BLOCKS * 16];  /* the call's output, [token][row] */
     int32_t c[4][16 * 16];                   /* accumulator tiles on their way to acc */
-} __attribute__((aligned(64))) scr;
+};
+
+size_t cpu_amx_scratch_bytes(void) { return sizeof(cpu_amx_scr); }
 
 /* the 16 scales (which = 0) or biases (which = 1) of a scale line, as f32 */
 INLINE TAMX __m512 line16(const uint8_t *p, bk_dtype st, int which) {
@@ -173,7 +176,7 @@ INLINE TAMX __m512 line16(const uint8_t *p, bk_dtype st, int which) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-INLINE TAMX void expand_block(const cpu_q4pack *pk, int blk, int g0, int ngc, int slot) {
+INLINE TAMX void expand_block(cpu_amx_scr *S, const cpu_q4pack *pk, int blk, int g0, int ngc, int slot) {
     const int G = pk->group;
     const uint8_t *src = pk->data + (size_t)blk * pk->block_bytes + (size_t)g0 * pk->group_bytes;
     const __m512i m0f = _mm512_set1_epi8(0x0f);
@@ -181,12 +184,12 @@ INLINE TAMX void expand_block(const cpu_q4pack *pk, int blk, int g0, int ngc, in
         for (int c = 0; c < G / 8; c++) {
             __m512i v = _mm512_load_si512(src + 64 * c);
             int k = g * G + 8 * c; /* column within the chunk: tile k / 64, rows (k % 64) / 4 and + 1 */
-            uint8_t *t = scr.b[slot][k / 64] + (k % 64) / 4 * 64;
+            uint8_t *t = S->b[slot][k / 64] + (k % 64) / 4 * 64;
             _mm512_store_si512(t, _mm512_and_si512(v, m0f));
             _mm512_store_si512(t + 64, _mm512_and_si512(_mm512_srli_epi16(v, 4), m0f));
         }
         const uint8_t *line = src + (size_t)G * 8;
-        _mm512_store_ps(scr.s[slot][g], line16(line, pk->sdtype, 0));
+        _mm512_store_ps(S->s[slot][g], line16(line, pk->sdtype, 0));
     }
 }
 
@@ -203,7 +206,7 @@ INLINE TAMX void epilogue(const int32_t *hi, const int32_t *lo, float *acc, __m5
 /* the biases of block blk as bf16 tiles: tile row p, dword r = (group 2p, 2p + 1) of row r, each
  * split into hi (the top 16 bits) and lo (the rest, exact for f16 and bf16 biases); zeros past the
  * last group */
-INLINE TAMX void expand_bias(const cpu_q4pack *pk, int blk, int slot) {
+INLINE TAMX void expand_bias(cpu_amx_scr *S, const cpu_q4pack *pk, int blk, int slot) {
     const int ng = pk->cols / pk->group, xs = amx_xs(pk->cols, pk->group);
     const uint8_t *line = pk->data + (size_t)blk * pk->block_bytes + (size_t)pk->group * 8;
     const __m512i top = _mm512_set1_epi32((int)0xffff0000u);
@@ -213,7 +216,7 @@ INLINE TAMX void expand_bias(const cpu_q4pack *pk, int blk, int slot) {
         __m512i h0 = _mm512_and_si512(_mm512_castps_si512(v0), top), h1 = _mm512_and_si512(_mm512_castps_si512(v1), top);
         __m512i l0 = _mm512_castps_si512(_mm512_sub_ps(v0, _mm512_castsi512_ps(h0)));
         __m512i l1 = _mm512_castps_si512(_mm512_sub_ps(v1, _mm512_castsi512_ps(h1)));
-        uint16_t *th = scr.bb[slot][g / 32][0] + (g % 32) / 2 * 32, *tl = scr.bb[slot][g / 32][1] + (g % 32) / 2 * 32;
+        uint16_t *th = S->bb[slot][g / 32][0] + (g % 32) / 2 * 32, *tl = S->bb[slot][g / 32][1] + (g % 32) / 2 * 32;
         _mm512_store_si512(th, _mm512_or_si512(_mm512_srli_epi32(h0, 16), h1));
         _mm512_store_si512(tl, _mm512_ternarylogic_epi32(_mm512_srli_epi32(l0, 16), l1, top, 0xf8)); /* a | (b & c) */
     }
@@ -223,7 +226,7 @@ INLINE TAMX void expand_bias(const cpu_q4pack *pk, int blk, int slot) {
  * at ah / al (tile_at) and the weight tiles of blocks f (and f + 1 when two), left in
  * tiles 0..3: 0, 1 = hi, lo against f; 2, 3 = hi, lo against f + 1 (groups of several steps;
  * one step: halves) */
-INLINE void group_tiles(const int8_t *ah, const int8_t *al, int ks, int steps, int f, int two) {
+INLINE void group_tiles(cpu_amx_scr *S, const int8_t *ah, const int8_t *al, int ks, int steps, int f, int two) {
     TZERO(0);
     TZERO(1);
     if (two) {
@@ -233,27 +236,27 @@ INLINE void group_tiles(const int8_t *ah, const int8_t *al, int ks, int steps, i
     for (int s = 0; s < steps; s++) {
         TLOAD(4, ah + 2048 * s, 64); /* the step's 64 columns */
         TLOAD(5, al + 2048 * s, 64);
-        TLOAD(6, scr.b[f][ks + s], 64);
+        TLOAD(6, S->b[f][ks + s], 64);
         TDP(0, 4, 6);
         TDP(1, 5, 6);
         if (two) {
-            TLOAD(7, scr.b[f + 1][ks + s], 64);
+            TLOAD(7, S->b[f + 1][ks + s], 64);
             TDP(2, 4, 7);
             TDP(3, 5, 7);
         }
     }
-    TSTORE(0, scr.c[0], 64);
-    TSTORE(1, scr.c[1], 64);
+    TSTORE(0, S->c[0], 64);
+    TSTORE(1, S->c[1], 64);
     if (two) {
-        TSTORE(2, scr.c[2], 64);
-        TSTORE(3, scr.c[3], 64);
+        TSTORE(2, S->c[2], 64);
+        TSTORE(3, S->c[3], 64);
     }
 }
 
 /* store the accumulator pair of half item j (tiles 0, 1 when j is even, 2, 3 when odd) and scale
  * it into acc: weight block f, tokens tt, group g of the chunk */
-INLINE TAMX void finish_half(int j, int f, int tt, int g, int first) {
-    int32_t *hi = scr.c[2 * (j & 1)], *lo = scr.c[2 * (j & 1) + 1];
+INLINE TAMX void finish_half(cpu_amx_scr *S, int j, int f, int tt, int g, int first) {
+    int32_t *hi = S->c[2 * (j & 1)], *lo = S->c[2 * (j & 1) + 1];
     if (j & 1) {
         TSTORE(2, hi, 64);
         TSTORE(3, lo, 64);
@@ -261,7 +264,7 @@ INLINE TAMX void finish_half(int j, int f, int tt, int g, int first) {
         TSTORE(0, hi, 64);
         TSTORE(1, lo, 64);
     }
-    epilogue(hi, lo, &scr.acc[tt][16 * f], _mm512_load_ps(scr.s[f][g]), first);
+    epilogue(hi, lo, &S->acc[tt][16 * f], _mm512_load_ps(S->s[f][g]), first);
 }
 
 /* Groups of one 64-column step: half items (one weight tile against the token tile's two planes)
@@ -269,7 +272,7 @@ INLINE TAMX void finish_half(int j, int f, int tt, int g, int first) {
  * stores issued behind the next half's sums, so that the two overlap (tile sums and stores only,
  * in L1: 85 cycles an item of two halves stored after both, 58 interleaved; 2026-12-06). The
  * activation tiles 4 (hi) and 5 (lo) are loaded once a token tile and group. */
-INLINE TAMX void halves(const cpu_qact *a, int t0, int k0, int ngc, int tpad, int nb, int G) {
+INLINE TAMX void halves(cpu_amx_scr *S, const cpu_qact *a, int t0, int k0, int ngc, int tpad, int nb, int G) {
     int j = 0, pf = 0, ptt = 0, pg = 0, first = k0 == 0; /* the half item before; first: acc not yet written */
     for (int g = 0; g < ngc; g++)
         for (int tt = 0; tt < tpad; tt += 16) {
@@ -280,24 +283,24 @@ INLINE TAMX void halves(const cpu_qact *a, int t0, int k0, int ngc, int tpad, in
                 if (j & 1) {
                     TZERO(2);
                     TZERO(3);
-                    TLOAD(7, scr.b[f][g], 64);
+                    TLOAD(7, S->b[f][g], 64);
                     TDP(2, 4, 7);
                     TDP(3, 5, 7);
                 } else {
                     TZERO(0);
                     TZERO(1);
-                    TLOAD(6, scr.b[f][g], 64);
+                    TLOAD(6, S->b[f][g], 64);
                     TDP(0, 4, 6);
                     TDP(1, 5, 6);
                 }
-                if (j > 0) finish_half(j - 1, pf, ptt, pg, first && pg == 0);
+                if (j > 0) finish_half(S, j - 1, pf, ptt, pg, first && pg == 0);
                 pf = f, ptt = tt, pg = g;
             }
         }
-    if (j > 0) finish_half(j - 1, pf, ptt, pg, first && pg == 0);
+    if (j > 0) finish_half(S, j - 1, pf, ptt, pg, first && pg == 0);
 }
 
-void TAMX cpu_amx_qmm(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1) {
+void TAMX cpu_amx_qmm(cpu_amx_scr *S, const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1) {
     const int K = pk->cols, G = pk->group, nb = b1 - b0, steps = G / 64, xs = amx_xs(K, G), ny = pk->rows;
     const int tpad = (t1 - t0 + 15) & ~15; /* whole token tiles: the quantizer zeroed the rest */
     const size_t rows = (size_t)((a->n + 31) & ~31);
@@ -310,9 +313,9 @@ void TAMX cpu_amx_qmm(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0,
     /* acc = sum_g s_g (256 C_hi + C_lo), chunk by chunk */
     for (int k0 = 0; k0 < K; k0 += KC) {
         const int kc = K - k0 < KC ? K - k0 : KC, g0 = k0 / G, ngc = kc / G;
-        for (int i = 0; i < nb; i++) expand_block(pk, b0 + i, g0, ngc, i);
+        for (int i = 0; i < nb; i++) expand_block(S, pk, b0 + i, g0, ngc, i);
         if (steps == 1) {
-            halves(a, t0, k0, ngc, tpad, nb, G);
+            halves(S, a, t0, k0, ngc, tpad, nb, G);
             continue;
         }
         for (int g = 0; g < ngc; g++)
@@ -320,15 +323,15 @@ void TAMX cpu_amx_qmm(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0,
                 const int8_t *ah = tile_at(a, t0 + tt, k0 + g * G), *al = ah + 1024;
                 for (int f = 0; f < nb; f += 2) {
                     const int two = f + 1 < nb;
-                    group_tiles(ah, al, g * steps, steps, f, two);
+                    group_tiles(S, ah, al, g * steps, steps, f, two);
                     for (int i = 0; i < 1 + two; i++)
-                        epilogue(scr.c[2 * i], scr.c[2 * i + 1], &scr.acc[tt][16 * (f + i)], _mm512_load_ps(scr.s[f + i][g]),
+                        epilogue(S->c[2 * i], S->c[2 * i + 1], &S->acc[tt][16 * (f + i)], _mm512_load_ps(S->s[f + i][g]),
                                  k0 == 0 && g == 0);
                 }
             }
     }
     /* y = d acc + sum_g b_g X_g, the second on the tile unit in bf16 */
-    for (int i = 0; i < nb; i++) expand_bias(pk, b0 + i, i);
+    for (int i = 0; i < nb; i++) expand_bias(S, pk, b0 + i, i);
     for (int tt = 0; tt < tpad; tt += 16)
         for (int f = 0; f < nb; f += 2) {
             const int two = f + 1 < nb;
@@ -338,8 +341,8 @@ void TAMX cpu_amx_qmm(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0,
                 TLOAD(4, xh + (size_t)(t0 + tt) * xs + 32 * bs, xs * 2);
                 TLOAD(5, xl + (size_t)(t0 + tt) * xs + 32 * bs, xs * 2);
                 for (int i = 0; i < 1 + two; i++) {
-                    TLOAD(6, scr.bb[f + i][bs][0], 64);
-                    TLOAD(7, scr.bb[f + i][bs][1], 64);
+                    TLOAD(6, S->bb[f + i][bs][0], 64);
+                    TLOAD(7, S->bb[f + i][bs][1], 64);
                     if (i == 0) {
                         TDPBF(0, 4, 6);
                         TDPBF(0, 5, 6);
@@ -351,14 +354,14 @@ void TAMX cpu_amx_qmm(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0,
                     }
                 }
             }
-            TSTORE(0, scr.c[0], 64);
-            TSTORE(2, scr.c[2], 64);
+            TSTORE(0, S->c[0], 64);
+            TSTORE(2, S->c[2], 64);
             for (int i = 0; i < 1 + two; i++) { /* straight into y: the call's rows and tokens only */
                 const int col = b0 * 16 + 16 * (f + i), left = ny - col;
                 const __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
                 for (int r = 0; r < 16 && t0 + tt + r < t1; r++) {
-                    __m512 cb = _mm512_load_ps((const float *)scr.c[2 * i] + 16 * r);
-                    __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(&scr.acc[tt + r][16 * (f + i)]), _mm512_set1_ps(a->d[t0 + tt + r]), cb);
+                    __m512 cb = _mm512_load_ps((const float *)S->c[2 * i] + 16 * r);
+                    __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(&S->acc[tt + r][16 * (f + i)]), _mm512_set1_ps(a->d[t0 + tt + r]), cb);
                     _mm512_mask_storeu_ps(y + (size_t)(t0 + tt + r) * ny + col, m, v);
                 }
             }
@@ -378,7 +381,8 @@ void cpu_amx_act_init(cpu_qact *a, void *mem, int n, int cols, int group) {
 void cpu_amx_quant(const float *x, cpu_qact *a, int t0, int t1) {
     (void)x, (void)a, (void)t0, (void)t1;
 }
-void cpu_amx_qmm(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1) {
-    (void)pk, (void)a, (void)y, (void)b0, (void)b1, (void)t0, (void)t1;
+size_t cpu_amx_scratch_bytes(void) { return 0; }
+void cpu_amx_qmm(cpu_amx_scr *S, const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1) {
+    (void)S, (void)pk, (void)a, (void)y, (void)b0, (void)b1, (void)t0, (void)t1;
 }
 #endif
