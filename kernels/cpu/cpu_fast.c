@@ -456,6 +456,7 @@ static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf
     if (quant_ok(w)) {
         j.pk = get_pack(c, w);
         j.amx = j.pk && amx_shape(c, w, n) && amx_scratch(c);
+        /* the quantizer has read all of u before any task writes y: y may overlap u */
         if (j.amx && c->glu.g && c->glu.g->data == xb->data && (size_t)n * (size_t)w->cols == (size_t)c->glu.n) {
             j.glu_u = c->glu.u->data; /* applied by the quantizer */
             c->glu.g = NULL;
@@ -561,13 +562,10 @@ static int can_hold(const fast_ctx *c, const bk_weight *w, const bk_buf *xb, con
  * now, after whatever is held. */
 static void fast_matmul(backend *be, const bk_weight *w, const bk_buf *xb, bk_buf *yb, int n) {
     fast_ctx *c = CTX(be);
-    if (c->glu.g) { /* the held SwiGLU goes into this matmul's quantization, or runs now */
-        int takes = c->glu.g->data == xb->data && (size_t)n * (size_t)w->cols == (size_t)c->glu.n && quant_ok(w) &&
-                    amx_shape(c, w, n) && get_pack(c, w) && amx_scratch(c) && !overlaps(yb->data, (size_t)n * (size_t)w->rows * sizeof(float),
-                                                                       c->glu.u->data, (size_t)c->glu.n * sizeof(float));
-        if (!takes) glu_flush(c);
-    }
     int holdable = c->fuse && n <= SMALL_N && quant_ok(w) && get_pack(c, w);
+    /* a held SwiGLU: a matmul that runs now takes it or runs it first (matmul_run); one held back
+     * here could read its gate buffer in a group job that does not look, so it runs now */
+    if (c->glu.g && holdable) glu_flush(c);
     if (c->n_pend && !(holdable && can_hold(c, w, xb, yb, n))) flush_pending(c);
     if (!holdable || !can_hold(c, w, xb, yb, n)) {
         matmul_now(c, w, xb, yb, n);
