@@ -34,6 +34,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "kernels/cpu/q4_line.h"
+
 #define TAMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma")))
 #define INLINE static inline __attribute__((always_inline))
 #define KC 512 /* columns a chunk: a multiple of every group the path takes (64, 128) */
@@ -168,13 +170,6 @@ struct cpu_amx_scr {
 
 size_t cpu_amx_scratch_bytes(void) { return sizeof(cpu_amx_scr); }
 
-/* the 16 scales (which = 0) or biases (which = 1) of a scale line, as f32 */
-INLINE TAMX __m512 line16(const uint8_t *p, bk_dtype st, int which) {
-    if (st == BK_F32) return _mm512_loadu_ps((const float *)p + 16 * which);
-    __m256i h = _mm256_loadu_si256((const __m256i *)(p + 32 * which));
-    if (st == BK_F16) return _mm512_cvtph_ps(h);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
 
 INLINE TAMX void expand_block(cpu_amx_scr *S, const cpu_q4pack *pk, int blk, int g0, int ngc, int slot) {
     const int G = pk->group;
@@ -189,7 +184,7 @@ INLINE TAMX void expand_block(cpu_amx_scr *S, const cpu_q4pack *pk, int blk, int
             _mm512_store_si512(t + 64, _mm512_and_si512(_mm512_srli_epi16(v, 4), m0f));
         }
         const uint8_t *line = src + (size_t)G * 8;
-        _mm512_store_ps(S->s[slot][g], line16(line, pk->sdtype, 0));
+        _mm512_store_ps(S->s[slot][g], q4_line16(line, pk->sdtype, 0));
     }
 }
 
@@ -211,8 +206,8 @@ INLINE TAMX void expand_bias(cpu_amx_scr *S, const cpu_q4pack *pk, int blk, int 
     const uint8_t *line = pk->data + (size_t)blk * pk->block_bytes + (size_t)pk->group * 8;
     const __m512i top = _mm512_set1_epi32((int)0xffff0000u);
     for (int g = 0; g < xs; g += 2) {
-        __m512 v0 = g < ng ? line16(line + (size_t)g * pk->group_bytes, pk->sdtype, 1) : _mm512_setzero_ps();
-        __m512 v1 = g + 1 < ng ? line16(line + (size_t)(g + 1) * pk->group_bytes, pk->sdtype, 1) : _mm512_setzero_ps();
+        __m512 v0 = g < ng ? q4_line16(line + (size_t)g * pk->group_bytes, pk->sdtype, 1) : _mm512_setzero_ps();
+        __m512 v1 = g + 1 < ng ? q4_line16(line + (size_t)(g + 1) * pk->group_bytes, pk->sdtype, 1) : _mm512_setzero_ps();
         __m512i h0 = _mm512_and_si512(_mm512_castps_si512(v0), top), h1 = _mm512_and_si512(_mm512_castps_si512(v1), top);
         __m512i l0 = _mm512_castps_si512(_mm512_sub_ps(v0, _mm512_castsi512_ps(h0)));
         __m512i l1 = _mm512_castps_si512(_mm512_sub_ps(v1, _mm512_castsi512_ps(h1)));

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "kernels/cpu/cpu_kern.h"
+#include "kernels/cpu/q4_line.h"
 
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
 #define INLINE static inline __attribute__((always_inline))
@@ -101,13 +102,6 @@ typedef struct {
 } codes4;
 #define DPB(acc, w, p) __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const codes4 *)(p)))
 
-/* the 16 scales (which = 0) or biases (which = 1) of a scale line, as f32 */
-INLINE T512 __m512 line16(const uint8_t *p, bk_dtype st, int which) {
-    if (st == BK_F32) return _mm512_load_ps((const float *)p + 16 * which);
-    __m256i h = _mm256_load_si256((const __m256i *)(p + 32 * which));
-    if (st == BK_F16) return _mm512_cvtph_ps(h);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
 
 INLINE T512 void store16(float *y, int rows_left, __m512 v) {
     if (rows_left >= 16) _mm512_storeu_ps(y, v);
@@ -147,8 +141,8 @@ INLINE T512 void block_1(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact 
         __m512i l = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(al0, al1), 4), _mm512_add_epi32(bl0, bl1));
         __m512 tot = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(h, 8), l));
         const uint8_t *line = p + codes;
-        acc = _mm512_fmadd_ps(tot, _mm512_mul_ps(line16(line, st, 0), _mm512_set1_ps(d[g] * 0.0625f)), acc);
-        acc = _mm512_fmadd_ps(line16(line, st, 1), _mm512_set1_ps(gs[g]), acc);
+        acc = _mm512_fmadd_ps(tot, _mm512_mul_ps(q4_line16(line, st, 0), _mm512_set1_ps(d[g] * 0.0625f)), acc);
+        acc = _mm512_fmadd_ps(q4_line16(line, st, 1), _mm512_set1_ps(gs[g]), acc);
     }
     store16(y, rows_left, acc);
 }
@@ -178,7 +172,7 @@ INLINE T512 void block_T(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact 
             }
         }
         const uint8_t *line = p + codes;
-        const __m512 sc = line16(line, st, 0), bi = line16(line, st, 1);
+        const __m512 sc = q4_line16(line, st, 0), bi = q4_line16(line, st, 1);
         for (int j = 0; j < T; j++) {
             __m512i h = _mm512_add_epi32(_mm512_slli_epi32(ah[j], 4), bh[j]);
             __m512i l = _mm512_add_epi32(_mm512_slli_epi32(al[j], 4), bl[j]);
