@@ -38,7 +38,12 @@
  * against 1.9-2.5 ms), 64 KB less; 4 KB into L1 was in between. On an Intel Xeon with AMX
  * (2026-12-06, 1 thread from DRAM, 3 runs) 16 KB read 13.5-14.6 GB/s at the 7b shapes and 3 KB
  * 14.5-15.4 (q/o), 15.0-15.9 (gate), 16.5-17.8 (down); 2.5-3.5 KB alike, 2 KB, 4 KB and 5 KB and
- * more worse: the distance is the vendor's (pf1_bytes). Q4P_PREFETCH1 fixes it at build time. */
+ * more worse: the distance is the vendor's (pf1_bytes). Q4P_PREFETCH1 fixes it at build time.
+ * The prefetches run with the code vectors, group/8 lines a group, and so stepped over each
+ * group's scale line (1 line in 9 at G = 64) until 2026-12-06; prefetching it too (Intel AMX VM,
+ * same binary alternating, 7b shapes from DRAM, 2 runs each): 1 thread q/o 15.7-16.2 -> 16.3-16.4
+ * GB/s, lm_head 15.9-16.0 -> 16.2-16.3; 2 threads q/o 29.7-30.4 -> 30.5-31.1, lm_head 31.6-31.8 ->
+ * 32.6-32.7, k/v 26.6-26.9 -> 27.4-27.5. */
 #ifndef Q4P_PREFETCH
 #define Q4P_PREFETCH 4096
 #endif
@@ -66,28 +71,62 @@ int cpu_q4p_ok(const bk_weight *w, int planes) {
 
 /* ---- activations ---- */
 
+/* the int8 codes of 64 floats (four vectors) in order: packs saturate as vpmovsdb does, and the
+ * permute undoes their lane interleave (dword 4k + s of the packs is dword 4s + k of the codes) */
+INLINE T512 __m512i codes64(__m512i a, __m512i b, __m512i c, __m512i d) {
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    __m512i p = _mm512_packs_epi16(_mm512_packs_epi32(a, b), _mm512_packs_epi32(c, d));
+    return _mm512_permutexvar_epi32(order, p);
+}
+
+/* hi = round(s), lo = round((s - hi) 256) for s = x * inv; the rounding is cvtps2dq's (nearest
+ * even, the default mode) */
+INLINE T512 void split16(__m512 s, __m512i *hi, __m512i *lo) {
+    *hi = _mm512_cvtps_epi32(s);
+    *lo = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(s, _mm512_cvtepi32_ps(*hi)), _mm512_set1_ps(256.0f)));
+}
+
+/* Per group: scale d = amax / (127 256), bsum = the exact float sum; codes in two planes. A run
+ * of QUANT_RUN elements at a time: its groups' scales, then its codes 64 at a time (a group of 32
+ * shares a run of 64 with the next; the 1/scale comes per vector of 16). Decode quantizes once a
+ * matmul job, on the caller while the workers wait: 3584 columns took 0.84 us with per-vector
+ * vpmovsdb stores, 0.56 us so (one thread, in L1, 2026-12-06). */
+#define QUANT_RUN 1024 /* a multiple of every group (32, 64, 128: cpu_q4p_ok) */
 void T512 cpu_q4p_quant(const float *x, cpu_qact *a, int t0, int t1) {
     const int K = a->cols, G = a->block, ng = K / G;
     const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    float inv[QUANT_RUN / 16];
     for (int t = t0; t < t1; t++)
-        for (int g = 0; g < ng; g++) {
-            const float *xg = x + (size_t)t * K + (size_t)g * G;
-            __m512 m = _mm512_setzero_ps(), s = _mm512_setzero_ps();
-            for (int i = 0; i < G; i += 16) {
-                __m512 v = _mm512_loadu_ps(xg + i);
-                m = _mm512_max_ps(m, _mm512_and_ps(v, sign));
-                s = _mm512_add_ps(s, v);
+        for (int c0 = 0; c0 < K; c0 += QUANT_RUN) {
+            const int n = K - c0 < QUANT_RUN ? K - c0 : QUANT_RUN;
+            const float *xc = x + (size_t)t * K + c0;
+            for (int e = 0; e < n; e += G) {
+                __m512 m = _mm512_setzero_ps(), s = _mm512_setzero_ps();
+                for (int i = 0; i < G; i += 16) {
+                    __m512 v = _mm512_loadu_ps(xc + e + i);
+                    m = _mm512_max_ps(m, _mm512_and_ps(v, sign));
+                    s = _mm512_add_ps(s, v);
+                }
+                float amax = _mm512_reduce_max_ps(m), iv = amax > 0.0f ? 127.0f / amax : 0.0f;
+                const size_t gi = (size_t)t * ng + (size_t)(c0 + e) / G;
+                a->d[gi] = amax / (127.0f * 256.0f);
+                a->bsum[gi] = _mm512_reduce_add_ps(s);
+                for (int i = 0; i < G; i += 16) inv[(e + i) / 16] = iv;
             }
-            float amax = _mm512_reduce_max_ps(m), inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-            a->d[(size_t)t * ng + g] = amax / (127.0f * 256.0f);
-            a->bsum[(size_t)t * ng + g] = _mm512_reduce_add_ps(s);
-            int8_t *hi = a->hi + (size_t)t * K + (size_t)g * G, *lo = a->lo + (size_t)t * K + (size_t)g * G;
-            for (int i = 0; i < G; i += 16) {
-                __m512 sv = _mm512_mul_ps(_mm512_loadu_ps(xg + i), _mm512_set1_ps(inv));
-                __m512 r = _mm512_roundscale_ps(sv, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-                __m512i l = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(sv, r), _mm512_set1_ps(256.0f)));
-                _mm_storeu_si128((__m128i *)(hi + i), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(r)));
-                _mm_storeu_si128((__m128i *)(lo + i), _mm512_cvtsepi32_epi8(l)); /* +-128 saturates: 1/256 of a step */
+            int8_t *hi = a->hi + (size_t)t * K + c0, *lo = a->lo + (size_t)t * K + c0;
+            int i = 0;
+            for (; i + 64 <= n; i += 64) {
+                __m512i h[4], l[4];
+                for (int k = 0; k < 4; k++)
+                    split16(_mm512_mul_ps(_mm512_loadu_ps(xc + i + 16 * k), _mm512_set1_ps(inv[i / 16 + k])), &h[k], &l[k]);
+                _mm512_storeu_si512(hi + i, codes64(h[0], h[1], h[2], h[3]));
+                _mm512_storeu_si512(lo + i, codes64(l[0], l[1], l[2], l[3])); /* +-128 saturates: 1/256 of a step */
+            }
+            for (; i < n; i += 16) { /* a run of a multiple of 32, not of 64 */
+                __m512i h, l;
+                split16(_mm512_mul_ps(_mm512_loadu_ps(xc + i), _mm512_set1_ps(inv[i / 16])), &h, &l);
+                _mm_storeu_si128((__m128i *)(hi + i), _mm512_cvtsepi32_epi8(h));
+                _mm_storeu_si128((__m128i *)(lo + i), _mm512_cvtsepi32_epi8(l));
             }
         }
 }
@@ -141,6 +180,10 @@ INLINE T512 void block_1(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact 
         __m512i l = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(al0, al1), 4), _mm512_add_epi32(bl0, bl1));
         __m512 tot = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(h, 8), l));
         const uint8_t *line = p + codes;
+        if (pf1) { /* the scale line: the code prefetches above step over it (see Q4P_PREFETCH) */
+            _mm_prefetch((const char *)line + pf1, _MM_HINT_T1);
+            if (st == BK_F32) _mm_prefetch((const char *)line + 64 + pf1, _MM_HINT_T1);
+        }
         acc = _mm512_fmadd_ps(tot, _mm512_mul_ps(q4_line16(line, st, 0), _mm512_set1_ps(d[g] * 0.0625f)), acc);
         acc = _mm512_fmadd_ps(q4_line16(line, st, 1), _mm512_set1_ps(gs[g]), acc);
     }
@@ -172,6 +215,10 @@ INLINE T512 void block_T(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact 
             }
         }
         const uint8_t *line = p + codes;
+        if (pf) {
+            _mm_prefetch((const char *)line + Q4P_PREFETCH, _MM_HINT_T0);
+            if (st == BK_F32) _mm_prefetch((const char *)line + 64 + Q4P_PREFETCH, _MM_HINT_T0);
+        }
         const __m512 sc = q4_line16(line, st, 0), bi = q4_line16(line, st, 1);
         for (int j = 0; j < T; j++) {
             __m512i h = _mm512_add_epi32(_mm512_slli_epi32(ah[j], 4), bh[j]);
