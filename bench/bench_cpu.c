@@ -7,7 +7,8 @@
  *
  * (1) read bandwidth, 1 thread and all threads; (2) q4 matvec and matmul GB/s and GFLOP/s at the
  * matrix shapes of qwen2.5-0.5b, llama-3.2-1b and qwen2.5-7b (random weights in memory, copies
- * cycled so they never sit in cache); (3) whole-model prefill and decode tok/s on generated
+ * cycled so they never sit in cache), and for n <= 8 also q+k+v and gate+up issued on one input
+ * as decode issues them (the backend runs them as one job); (3) whole-model prefill and decode tok/s on generated
  * checkpoints (or --model DIR), with the effective weight bandwidth of decode
  * (weight bytes read per token x tok/s) against the measured bandwidth. Table on stdout, JSON
  * with --json.
@@ -175,13 +176,20 @@ static double side_probe_run(side_probe *sp, int threads) {
 
 /* ---- (2) matmul at model shapes ---- */
 
-typedef struct { const char *name; int rows, cols; } mat_shape;
-typedef struct { const char *model; mat_shape m[5]; } model_shapes;
+/* part: the matrices of one input that decode runs as one job (the backend holds back matmuls of
+ * one input and runs them together, cpu_fast.c flush_pending): q, k and v; gate and up. rows is
+ * their sum. Rows with parts run for n <= 8 only (prefill runs them one by one). */
+typedef struct { const char *name; int rows, cols; int part[3]; } mat_shape;
+#define N_MATS 7
+typedef struct { const char *model; mat_shape m[N_MATS]; } model_shapes;
 
 static const model_shapes shapes[] = {
-    {"qwen2.5-0.5b", {{"q/o", 896, 896}, {"k/v", 128, 896}, {"gate/up", 4864, 896}, {"down", 896, 4864}, {"lm_head", 151936, 896}}},
-    {"llama-3.2-1b", {{"q/o", 2048, 2048}, {"k/v", 512, 2048}, {"gate/up", 8192, 2048}, {"down", 2048, 8192}, {"lm_head", 128256, 2048}}},
-    {"qwen2.5-7b", {{"q/o", 3584, 3584}, {"k/v", 512, 3584}, {"gate/up", 18944, 3584}, {"down", 3584, 18944}, {"lm_head", 152064, 3584}}},
+    {"qwen2.5-0.5b", {{"q/o", 896, 896, {0}}, {"k/v", 128, 896, {0}}, {"gate/up", 4864, 896, {0}}, {"down", 896, 4864, {0}},
+                      {"lm_head", 151936, 896, {0}}, {"q+k+v", 1152, 896, {896, 128, 128}}, {"gate+up", 9728, 896, {4864, 4864}}}},
+    {"llama-3.2-1b", {{"q/o", 2048, 2048, {0}}, {"k/v", 512, 2048, {0}}, {"gate/up", 8192, 2048, {0}}, {"down", 2048, 8192, {0}},
+                      {"lm_head", 128256, 2048, {0}}, {"q+k+v", 3072, 2048, {2048, 512, 512}}, {"gate+up", 16384, 2048, {8192, 8192}}}},
+    {"qwen2.5-7b", {{"q/o", 3584, 3584, {0}}, {"k/v", 512, 3584, {0}}, {"gate/up", 18944, 3584, {0}}, {"down", 3584, 18944, {0}},
+                    {"lm_head", 152064, 3584, {0}}, {"q+k+v", 4608, 3584, {3584, 512, 512}}, {"gate+up", 37888, 3584, {18944, 18944}}}},
 };
 
 typedef struct {
@@ -226,18 +234,23 @@ static size_t cycle_bytes(void) {
     return b;
 }
 
-/* seconds per matmul of n tokens; copies of the matrix cycled so that cycle_bytes() are read
- * between two uses of one copy (no cache holds it) */
-static double time_matmul(backend *be, int rows, int cols, int n, int min_reps) {
-    size_t one = q4_bytes(rows, cols, 64);
+/* seconds per matmul of n tokens (the parts of ms one after another on one input, as decode issues
+ * them); copies of the matrices cycled so that cycle_bytes() are read between two uses of one copy
+ * (no cache holds it) */
+static double time_matmul(backend *be, const mat_shape *ms, int n, int min_reps) {
+    int np = 0, rows[3] = {ms->rows};
+    while (np < 3 && ms->part[np]) rows[np] = ms->part[np], np++;
+    if (!np) np = 1;
+    const int cols = ms->cols;
+    size_t one = q4_bytes(ms->rows, cols, 64);
     int copies = n > 8 ? 1 : (int)(cycle_bytes() / one) + 1; /* small n: decode / speculative verify */
     if (copies > 2048) copies = 2048;
-    qmat *m = calloc((size_t)copies, sizeof *m);
-    for (int i = 0; i < copies; i++) qmat_make(be, &m[i], rows, cols, 64);
+    qmat *m = calloc((size_t)copies * (size_t)np, sizeof *m);
+    for (int i = 0; i < copies * np; i++) qmat_make(be, &m[i], rows[i % np], cols, 64);
     float *x = malloc(sizeof(float) * (size_t)n * cols);
     for (size_t i = 0; i < (size_t)n * cols; i++) x[i] = (float)(next() % 2001) / 1000.0f - 1.0f;
-    bk_buf *xb = be->ops->buf_alloc(be, sizeof(float) * (size_t)n * cols);
-    bk_buf *yb = be->ops->buf_alloc(be, sizeof(float) * (size_t)n * rows);
+    bk_buf *xb = be->ops->buf_alloc(be, sizeof(float) * (size_t)n * cols), *yb[3];
+    for (int p = 0; p < np; p++) yb[p] = be->ops->buf_alloc(be, sizeof(float) * (size_t)n * rows[p]);
     be->ops->buf_write(be, xb, 0, x, sizeof(float) * (size_t)n * cols);
     int reps = copies > min_reps ? copies : min_reps;
     /* one warm-up pass, then the best of three timed passes; each call re-quantizes its input
@@ -247,14 +260,15 @@ static double time_matmul(backend *be, int rows, int cols, int n, int min_reps) 
         double t0 = now();
         for (int r = 0; r < reps; r++) {
             be->ops->buf_write(be, xb, 0, x, sizeof(float) * (size_t)cols);
-            be->ops->matmul(be, &m[r % copies].wt, xb, yb, n);
+            for (int p = 0; p < np; p++) be->ops->matmul(be, &m[r % copies * np + p].wt, xb, yb[p], n);
         }
         be->ops->sync(be);
         double t = (now() - t0) / reps;
         if (pass && t < best) best = t;
     }
-    be->ops->buf_free(be, xb), be->ops->buf_free(be, yb);
-    for (int i = 0; i < copies; i++) qmat_free(be, &m[i]);
+    be->ops->buf_free(be, xb);
+    for (int p = 0; p < np; p++) be->ops->buf_free(be, yb[p]);
+    for (int i = 0; i < copies * np; i++) qmat_free(be, &m[i]);
     free(m), free(x);
     return best;
 }
@@ -622,17 +636,18 @@ int main(int argc, char **argv) {
             if (atoi(t) > 0) ns[n_ns++] = atoi(t);
     }
     for (size_t s = 0; !skip_kernels && s < sizeof shapes / sizeof shapes[0]; s++)
-        for (int mi = 0; mi < 5; mi++) {
+        for (int mi = 0; mi < N_MATS; mi++) {
             const mat_shape *ms = &shapes[s].m[mi];
             if (!kernel_wanted(kernels, shapes[s].model, ms->name)) continue;
             for (int k = 0; k < n_ns; k++) {
                 int n = ns[k];
                 if (n > 1 && !ns_arg && (mi == 4 || (quick && n == 512))) continue; /* lm_head runs one row in use */
+                if (ms->part[0] && n > 8) continue;
                 if (n == 512 && s > 0 && !ns_arg) continue;
                 double bytes = (double)q4_bytes(ms->rows, ms->cols, 64), flops = 2.0 * ms->rows * ms->cols * n;
                 for (int v = 0; v < n_var; v++) {
-                    double t1 = time_matmul(b1[v], ms->rows, ms->cols, n, n == 1 ? 20 : 2);
-                    double tn = time_matmul(bn[v], ms->rows, ms->cols, n, n == 1 ? 20 : 2);
+                    double t1 = time_matmul(b1[v], ms, n, n == 1 ? 20 : 2);
+                    double tn = time_matmul(bn[v], ms, n, n == 1 ? 20 : 2);
                     const char *path = path_name[var_repack[v] < 0 ? 2 : var_repack[v]];
                     printf("%-13s %-8s %7d x %-6d %5d %4s | %6.3fms %6.1f %7.1f | %6.3fms %6.1f %7.1f\n", shapes[s].model, ms->name,
                            ms->rows, ms->cols, n, path, t1 * 1e3, bytes / t1 / 1e9, flops / t1 / 1e9, tn * 1e3, bytes / tn / 1e9,
