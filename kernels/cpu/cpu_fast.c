@@ -179,7 +179,7 @@ typedef struct {
     int n;
     const cpu_q4pack *pk; /* the repacked weight, or NULL */
     tp_regions *reg;      /* decode: tasks by thread region, or NULL */
-    int amx;              /* on the tile unit (pk set, n > SMALL_N) */
+    int amx;              /* on the tile unit (pk set, n > SMALL_N): row blocks a task (amx_blocks), else 0 */
     const float *glu_u;   /* NULL, or x is a held SwiGLU's gate: x = silu(x) * glu_u row by row first */
 } mm_job;
 
@@ -429,7 +429,7 @@ static int amx_shape(const fast_ctx *c, const bk_weight *w, int n) {
     return c->amx && n > SMALL_N && w->group_size % 64 == 0 && w->cols / w->group_size <= 32 * AMX_BIAS_STEPS;
 }
 
-/* every pool thread's AMX scratch (~180 KB each), made at the first matmul that needs them; 0
+/* every pool thread's AMX scratch (~360 KB each), made at the first matmul that needs them; 0
  * when memory is out (that matmul takes the AVX-512 path) */
 static int amx_scratch(fast_ctx *c) {
     for (int i = 0; i < tp_threads(c->pool); i++)
@@ -437,13 +437,25 @@ static int amx_scratch(fast_ctx *c) {
     return 1;
 }
 
-/* a prefill task on the tile unit: AMX_BLOCKS row blocks x amx_tokens tokens, tokens outer so
- * that the tasks running at once share their activations */
+/* Row blocks a prefill task on the tile unit covers: AMX_BLOCKS, or half as many where that would
+ * leave fewer than two tasks a thread. A token tile's activations are loaded once for all of a
+ * task's blocks, and their reload waits for the tile unit to finish the sums that read them: 8
+ * blocks rather than 4 (2 threads, 512 tokens, best of 60, alternating builds, 2026-12-06):
+ * 4864 x 896 1151-1302 -> 1299-1413 GFLOP/s, 896 x 4864 1061-1072 -> 1107-1173, 896 x 896
+ * 1045-1063 -> 1123-1178; 12 and 16 blocks no better than 8. */
+static int amx_blocks(const cpu_q4pack *pk, int n, int nt, int nth) {
+    int ab = AMX_BLOCKS, ntg = (n + nt - 1) / nt;
+    while (ab > 4 && (pk->n_blocks + ab - 1) / ab * ntg < 2 * nth) ab /= 2;
+    return ab;
+}
+
+/* a prefill task on the tile unit: j->amx row blocks x amx_tokens tokens, tokens outer so that
+ * the tasks running at once share their activations */
 static void amx_task(void *arg, int task, int n_tasks, int thread) {
     mm_job *j = arg;
-    const int nb = j->pk->n_blocks, nrb = (nb + AMX_BLOCKS - 1) / AMX_BLOCKS, rows = j->w->rows, nt = amx_tokens(j->w);
-    const int b0 = task % nrb * AMX_BLOCKS, t0 = task / nrb * nt;
-    const int b1 = b0 + AMX_BLOCKS < nb ? b0 + AMX_BLOCKS : nb, t1 = t0 + nt < j->n ? t0 + nt : j->n;
+    const int nb = j->pk->n_blocks, ab = j->amx, nrb = (nb + ab - 1) / ab, rows = j->w->rows, nt = amx_tokens(j->w);
+    const int b0 = task % nrb * ab, t0 = task / nrb * nt;
+    const int b1 = b0 + ab < nb ? b0 + ab : nb, t1 = t0 + nt < j->n ? t0 + nt : j->n;
     (void)n_tasks;
     cpu_amx_qmm(j->c->amx_scr[thread], j->pk, &j->c->act, j->y, b0, b1, t0, t1);
     add_bias(j->w, j->y + (size_t)t0 * rows, t1 - t0, b0 * PK_ROWS, b1 * PK_ROWS < rows ? b1 * PK_ROWS : rows);
@@ -455,7 +467,7 @@ static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf
     int nth = tp_threads(c->pool);
     if (quant_ok(w)) {
         j.pk = get_pack(c, w);
-        j.amx = j.pk && amx_shape(c, w, n) && amx_scratch(c);
+        j.amx = j.pk && amx_shape(c, w, n) && amx_scratch(c) ? amx_blocks(j.pk, n, amx_tokens(w), nth) : 0;
         /* the quantizer has read all of u before any task writes y: y may overlap u */
         if (j.amx && c->glu.g && c->glu.g->data == xb->data && (size_t)n * (size_t)w->cols == (size_t)c->glu.n) {
             j.glu_u = c->glu.u->data; /* applied by the quantizer */
@@ -469,7 +481,7 @@ static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf
         return;
     }
     if (j.amx) {
-        int nrb = (j.pk->n_blocks + AMX_BLOCKS - 1) / AMX_BLOCKS;
+        int nrb = (j.pk->n_blocks + j.amx - 1) / j.amx;
         tp_run(c->pool, amx_task, &j, nrb * ((n + amx_tokens(w) - 1) / amx_tokens(w)));
         return;
     }

@@ -17,7 +17,7 @@
  * column j in the low nibble and 4 + j in the high) masked to its low nibbles is exactly one row
  * of a weight tile (dword r = columns 4i..4i+3 of row r) and its high nibbles the next.
  *
- * A call covers up to AMX_BLOCKS row blocks (64 rows) and AMX_TOKENS tokens, in chunks of KC
+ * A call covers up to AMX_BLOCKS row blocks (128 rows) and AMX_TOKENS tokens, in chunks of KC
  * columns: the chunk's tiles are unpacked into the thread's scratch, then every 16-token tile
  * (its two planes held in tiles 4 and 5) meets every 16-row weight tile (6 or 7) into a pair of
  * accumulator tiles (hi, lo: 0/1 or 2/3 in turn, so that one pair's stores overlap the other's
