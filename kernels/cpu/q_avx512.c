@@ -424,29 +424,26 @@ INLINE T512 void transpose16(__m512 r[16]) {
     }
 }
 
-/* acc[j][c] = sum_p w[j L + p] v[p ks + 16 c], rows p < len: four queries' weights against 64
- * dimensions of V, every row loaded once for the four (constant bounds: the 16 sums stay in
- * registers) */
-INLINE T512 void pv44(const float *w, int L, const float *v, size_t ks, int len, __m512 acc[4][4]) {
-    for (int j = 0; j < 4; j++)
-        for (int c = 0; c < 4; c++) acc[j][c] = _mm512_setzero_ps();
+/* acc[j][c] = sum_p w[j L + p] v[p ks + 16 c], rows p < len: eight queries' weights against 32
+ * dimensions of V, each row's two vectors loaded once for the eight (constant bounds: the 16 sums
+ * stay in registers). A row feeds 16 FMAs for 128 bytes from L2, where four queries x 64
+ * dimensions read 256: V from L2 bounded the pass (2026-12-06) */
+INLINE T512 void pv82(const float *w, int L, const float *v, size_t ks, int len, __m512 acc[8][2]) {
+    for (int j = 0; j < 8; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
     for (int p = 0; p < len; p++) {
         const float *vp = v + (size_t)p * ks;
-        __m512 v0 = _mm512_loadu_ps(vp), v1 = _mm512_loadu_ps(vp + 16), v2 = _mm512_loadu_ps(vp + 32), v3 = _mm512_loadu_ps(vp + 48);
-        for (int j = 0; j < 4; j++) {
+        __m512 v0 = _mm512_loadu_ps(vp), v1 = _mm512_loadu_ps(vp + 16);
+        for (int j = 0; j < 8; j++) {
             __m512 sp = _mm512_set1_ps(w[(size_t)j * L + p]);
             acc[j][0] = _mm512_fmadd_ps(sp, v0, acc[j][0]);
             acc[j][1] = _mm512_fmadd_ps(sp, v1, acc[j][1]);
-            acc[j][2] = _mm512_fmadd_ps(sp, v2, acc[j][2]);
-            acc[j][3] = _mm512_fmadd_ps(sp, v3, acc[j][3]);
         }
     }
 }
 
-/* the same for nb queries and nc chunks of 16 dimensions (the remainders) */
-static T512 void pv_any(const float *w, int L, const float *v, size_t ks, int len, int nb, int nc, __m512 acc[4][4]) {
-    for (int j = 0; j < 4; j++)
-        for (int c = 0; c < 4; c++) acc[j][c] = _mm512_setzero_ps();
+/* the same for nb <= 8 queries and nc <= 2 chunks of 16 dimensions (the remainders) */
+static T512 void pv_any(const float *w, int L, const float *v, size_t ks, int len, int nb, int nc, __m512 acc[8][2]) {
+    for (int j = 0; j < 8; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
     for (int p = 0; p < len; p++)
         for (int j = 0; j < nb; j++) {
             __m512 sp = _mm512_set1_ps(w[(size_t)j * L + p]);
@@ -506,13 +503,13 @@ static T512 void attn_blk_avx512(const float *q, size_t qs, int tb, int len0, co
         }
         inv[qi] = 1.0f / _mm512_reduce_add_ps(sum); /* applied to the output, not to every weight */
     }
-    /* V: four queries and up to 64 dimensions a pass, each row loaded once a pass */
-    for (int q0 = 0; q0 < nq; q0 += 4) {
-        const int nb = nq - q0 < 4 ? nq - q0 : 4;
-        for (int c0 = 0; c0 < NV; c0 += 4) {
-            const int nc = NV - c0 < 4 ? NV - c0 : 4;
-            __m512 acc[4][4];
-            if (nb == 4 && nc == 4) pv44(s + (size_t)q0 * L, L, v + 16 * c0, ks, lmax, acc);
+    /* V: eight queries and 32 dimensions a pass, each row's part loaded once a pass */
+    for (int q0 = 0; q0 < nq; q0 += 8) {
+        const int nb = nq - q0 < 8 ? nq - q0 : 8;
+        for (int c0 = 0; c0 < NV; c0 += 2) {
+            const int nc = NV - c0 < 2 ? NV - c0 : 2;
+            __m512 acc[8][2];
+            if (nb == 8 && nc == 2) pv82(s + (size_t)q0 * L, L, v + 16 * c0, ks, lmax, acc);
             else pv_any(s + (size_t)q0 * L, L, v + 16 * c0, ks, lmax, nb, nc, acc);
             for (int j = 0; j < nb; j++) {
                 const int qi = q0 + j;
