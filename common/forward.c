@@ -28,10 +28,13 @@ kv_cache *kv_new(const model *m, int capacity, strata_err *err) {
     kv->n_layers = m->last_layer - m->first_layer;
     kv->kv_dim = m->cfg.n_kv_heads * m->cfg.head_dim;
     kv->capacity = capacity;
+    const backend_ops *op = m->be->ops;
+    kv->dtype = op->kv_dtype && op->kv_store ? op->kv_dtype(m->be, m->cfg.n_heads, m->cfg.n_kv_heads, m->cfg.head_dim) : BK_F32;
+    if (kv->dtype != BK_F16) kv->dtype = BK_F32;
     kv->k = calloc((size_t)(kv->n_layers ? kv->n_layers : 1), sizeof *kv->k);
     kv->v = calloc((size_t)(kv->n_layers ? kv->n_layers : 1), sizeof *kv->v);
     if (!kv->k || !kv->v) goto oom;
-    size_t bytes = (size_t)capacity * (size_t)kv->kv_dim * sizeof(float);
+    size_t bytes = (size_t)capacity * (size_t)kv->kv_dim * bk_dtype_size(kv->dtype);
     for (int l = 0; l < kv->n_layers; l++) {
         kv->k[l] = m->be->ops->buf_alloc(m->be, bytes);
         kv->v[l] = m->be->ops->buf_alloc(m->be, bytes);
@@ -40,7 +43,7 @@ kv_cache *kv_new(const model *m, int capacity, strata_err *err) {
     return kv;
 oom:
     err_set(err, "out of memory for a KV cache of %d positions (%zu MB)", capacity,
-            (size_t)kv->n_layers * 2 * (size_t)capacity * (size_t)kv->kv_dim * sizeof(float) >> 20);
+            (size_t)kv->n_layers * 2 * (size_t)capacity * (size_t)kv->kv_dim * bk_dtype_size(kv->dtype) >> 20);
     kv_free(&kv);
     return NULL;
 }
@@ -104,7 +107,8 @@ void fwd_free(fwd_state **pfs) {
 }
 
 /* One transformer block on n tokens at positions pos0.., as in the paper and llama2.c. */
-static void block(fwd_state *fs, const layer_weights *w, bk_buf *k_cache, bk_buf *v_cache, int pos0, int n) {
+static void block(fwd_state *fs, const layer_weights *w, bk_buf *k_cache, bk_buf *v_cache, bk_dtype kv_dtype, int pos0,
+                  int n) {
     const model_config *c = &fs->m->cfg;
     const backend_ops *op = fs->be->ops;
     backend *be = fs->be;
@@ -119,8 +123,13 @@ static void block(fwd_state *fs, const layer_weights *w, bk_buf *k_cache, bk_buf
     op->rope(be, fs->q, n, c->n_heads, c->head_dim, pos0, fs->m->inv_freq);
     op->rope(be, fs->k, n, c->n_kv_heads, c->head_dim, pos0, fs->m->inv_freq);
     /* append this chunk's keys and values to the cache, then attend over all of it */
-    op->copy(be, fs->k, 0, k_cache, (size_t)pos0 * kv_row, (size_t)n * kv_row);
-    op->copy(be, fs->v, 0, v_cache, (size_t)pos0 * kv_row, (size_t)n * kv_row);
+    if (kv_dtype == BK_F16) {
+        op->kv_store(be, fs->k, k_cache, pos0, n, kv_dim);
+        op->kv_store(be, fs->v, v_cache, pos0, n, kv_dim);
+    } else {
+        op->copy(be, fs->k, 0, k_cache, (size_t)pos0 * kv_row, (size_t)n * kv_row);
+        op->copy(be, fs->v, 0, v_cache, (size_t)pos0 * kv_row, (size_t)n * kv_row);
+    }
     op->attention(be, fs->q, k_cache, v_cache, fs->xb, n, pos0, c->n_heads, c->n_kv_heads, c->head_dim);
     /* output projection and residual */
     op->matmul(be, &w->wo, fs->xb, fs->xb2, n);
@@ -169,7 +178,7 @@ int fwd_run(fwd_state *fs, kv_cache *kv, const int32_t *ids, const float *x_in, 
         if (m->has_embed) op->embed(fs->be, &m->embed, ids + done, k, fs->x);
         else op->buf_write(fs->be, fs->x, 0, x_in + (size_t)done * c->hidden_dim, (size_t)k * row);
         for (int l = 0; l < kv->n_layers; l++)
-            block(fs, &m->layers[l], kv->k[l], kv->v[l], kv->len, k);
+            block(fs, &m->layers[l], kv->k[l], kv->v[l], kv->dtype, kv->len, k);
         kv->len += k;
         if (m->has_head) {
             if (all_logits) head(fs, 0, k, logits + (size_t)done * c->vocab_size);

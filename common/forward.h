@@ -5,11 +5,13 @@
 
 #include "common/model.h"
 
-/* Keys and values of one session for the layers of one part, f32 [capacity, kv_dim] a layer.
+/* Keys and values of one session for the layers of one part, [capacity, kv_dim] a layer in the
+ * backend's kv_dtype (f32, or f16 where the backend keeps them so: backend.h).
  * len is the number of positions held; trimming it drops the rejected tail (speculation). */
 typedef struct {
     backend *be;
     int n_layers, kv_dim, capacity, len;
+    bk_dtype dtype;
     bk_buf **k, **v;
 } kv_cache;
 
@@ -17,7 +19,7 @@ kv_cache *kv_new(const model *m, int capacity, strata_err *err);
 void kv_free(kv_cache **kv);
 /* keeps the first len positions; fails if len > kv->len */
 int kv_trim(kv_cache *kv, int len, strata_err *err);
-/* bytes a cache of `capacity` positions takes for `n_layers` layers */
+/* bytes a cache of `capacity` positions takes for `n_layers` layers in f32 (at most what kv_new takes) */
 size_t kv_bytes(const model_config *c, int n_layers, int capacity);
 
 typedef struct fwd_state fwd_state;

@@ -19,7 +19,8 @@
  *              for j < half: a = x[j], b = x[j+half], ang = (pos0 + t) * inv_freq[j]
  *              x[j] = a cos - b sin;  x[j+half] = b cos + a sin
  *   attention  causal GQA: query t (position pos0 + t) of head h attends to cache rows
- *              0 .. pos0 + t of kv head h / (n_heads / n_kv_heads), scale 1/sqrt(head_dim)
+ *              0 .. pos0 + t of kv head h / (n_heads / n_kv_heads), scale 1/sqrt(head_dim);
+ *              the cache rows as the backend keeps them (kv_dtype: f32, or f16-rounded)
  *   swiglu     gate[i] = gate[i] / (1 + exp(-gate[i])) * up[i]
  *   add        x[i] += y[i]
  */
@@ -91,7 +92,7 @@ typedef struct {
     void (*rope)(backend *be, bk_buf *x, int n, int n_heads, int head_dim, int pos0,
                  const bk_buf *inv_freq);
     /* out[n, n_heads*head_dim] from q[n, n_heads*head_dim] and the caches k, v
-     * [>= pos0+n rows, n_kv_heads*head_dim], already holding rows 0 .. pos0+n-1 */
+     * [>= pos0+n rows, n_kv_heads*head_dim] in kv_dtype, already holding rows 0 .. pos0+n-1 */
     void (*attention)(backend *be, const bk_buf *q, const bk_buf *k_cache,
                       const bk_buf *v_cache, bk_buf *out, int n, int pos0, int n_heads,
                       int n_kv_heads, int head_dim);
@@ -101,6 +102,14 @@ typedef struct {
     void (*add)(backend *be, bk_buf *x, const bk_buf *y, int n_elems);
 
     void (*sync)(backend *be);
+
+    /* KV caches in f16 (both optional; NULL: caches are f32 rows written with copy).
+     * kv_dtype: the element type of the caches attention reads for this head configuration,
+     * BK_F32 or BK_F16 (half the bytes a token's attention reads); the caller allocates rows of
+     * n_kv_heads * head_dim elements of it. kv_store: cache rows [row0, row0 + n) from the f32
+     * rows src[n, row_elems], rounded to f16 (for caches whose kv_dtype is BK_F16). */
+    bk_dtype (*kv_dtype)(backend *be, int n_heads, int n_kv_heads, int head_dim);
+    void (*kv_store)(backend *be, const bk_buf *src, bk_buf *cache, int row0, int n, int row_elems);
 } backend_ops;
 
 struct backend {

@@ -631,6 +631,31 @@ static void test_rope(void) {
     free(q), free(k);
 }
 
+/* x rounded to f16 and back (what an f16 KV cache holds) */
+static void round_f16(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = bk_f16_to_f32(bk_f32_to_f16(x[i]));
+}
+
+/* a KV cache of rows0 + rows1 rows of row_elems: f16 on the backend under test, stored with
+ * kv_store in two appends (rows0, then rows1 at row rows0), f32 for the reference; x holds the
+ * values, already rounded to f16 */
+static pair cache_f16(const float *x, int rows0, int rows1, int row_elems) {
+    size_t e0 = (size_t)rows0 * row_elems, e1 = (size_t)rows1 * row_elems;
+    pair p = {be->ops->buf_alloc(be, 2 * (e0 + e1)), ref->ops->buf_alloc(ref, sizeof(float) * (e0 + e1))};
+    if (!p.b || !p.r) { fprintf(stderr, "out of memory\n"); exit(1); }
+    ref->ops->buf_write(ref, p.r, 0, x, sizeof(float) * (e0 + e1));
+    for (int part = 0; part < 2; part++) {
+        size_t e = part ? e1 : e0;
+        if (!e) continue;
+        bk_buf *src = be->ops->buf_alloc(be, sizeof(float) * e);
+        if (!src) { fprintf(stderr, "out of memory\n"); exit(1); }
+        be->ops->buf_write(be, src, 0, x + (part ? e0 : 0), sizeof(float) * e);
+        be->ops->kv_store(be, src, p.b, part ? rows0 : 0, part ? rows1 : rows0, row_elems);
+        be->ops->buf_free(be, src);
+    }
+    return p;
+}
+
 static void test_attention(void) {
     static const struct { int n, pos0, heads, kv, hd; } shapes[] = {
         {1, 0, 4, 4, 32}, {1, 37, 14, 2, 64}, {5, 11, 8, 2, 16}, {17, 0, 4, 1, 64}, {64, 100, 6, 2, 128}, {3, 500, 7, 7, 64},
@@ -652,12 +677,19 @@ static void test_attention(void) {
         size_t ql = (size_t)n * h * hd, cl = (size_t)(pos0 + n) * kv * hd;
         float *q = malloc(sizeof(float) * ql), *k = malloc(sizeof(float) * cl), *v = malloc(sizeof(float) * cl);
         fill(q, ql, 2.0f), fill(k, cl, 2.0f), fill(v, cl, 1.0f);
-        pair pq = upload(q, sizeof(float) * ql), pk = upload(k, sizeof(float) * cl), pv = upload(v, sizeof(float) * cl);
+        /* a backend that keeps these caches in f16 (backend.h kv_dtype) gets them through kv_store,
+         * in two appends as the forward pass makes them; the reference attends over the same
+         * values rounded to f16 */
+        int f16 = be->ops->kv_dtype && be->ops->kv_dtype(be, h, kv, hd) == BK_F16;
+        if (f16) round_f16(k, cl), round_f16(v, cl);
+        pair pq = upload(q, sizeof(float) * ql);
+        pair pk = f16 ? cache_f16(k, pos0, n, kv * hd) : upload(k, sizeof(float) * cl);
+        pair pv = f16 ? cache_f16(v, pos0, n, kv * hd) : upload(v, sizeof(float) * cl);
         pair po = {be->ops->buf_alloc(be, sizeof(float) * ql), ref->ops->buf_alloc(ref, sizeof(float) * ql)};
         be->ops->attention(be, pq.b, pk.b, pv.b, po.b, n, pos0, h, kv, hd);
         ref->ops->attention(ref, pq.r, pk.r, pv.r, po.r, n, pos0, h, kv, hd);
-        char what[80];
-        snprintf(what, sizeof what, "n=%d pos0=%d heads=%d kv=%d hd=%d", n, pos0, h, kv, hd);
+        char what[96];
+        snprintf(what, sizeof what, "n=%d pos0=%d heads=%d kv=%d hd=%d%s", n, pos0, h, kv, hd, f16 ? " f16 cache" : "");
         compare("attention", po, ql, what);
         drop(&pq), drop(&pk), drop(&pv), drop(&po);
         free(q), free(k), free(v);
@@ -827,6 +859,13 @@ int main(int argc, char **argv) {
             test_matmul_q4_tiles(), test_matmul_prefill(), test_swiglu_then_matmul(), test_matmul_fused();
             cpu_fast_option(be, "amx", 1);
         }
+    }
+    /* f16 KV caches where the level attends over them (backend.h kv_dtype): cover the f32 caches
+     * of the same kernels too */
+    if (!strcmp(name, "cpu") && wanted("attention") && cpu_fast_option(be, "kv_f16", 0) == 1) {
+        printf("backend %s with f32 KV caches (STRATA_CPU_KV_F16=0)\n", name);
+        test_attention();
+        cpu_fast_option(be, "kv_f16", 1);
     }
     /* and with 3 threads: decode matmul chunks in uneven thread regions (threadpool.h tp_regions),
      * attention slices dealt to 3 threads */

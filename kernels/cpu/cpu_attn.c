@@ -24,12 +24,17 @@ void cpu_attn_free(cpu_attn *c) {
 typedef struct {
     cpu_attn *st;
     const cpu_kernels *kern;
-    const float *q, *k, *v;
+    const float *q;
+    const void *k, *v; /* f32 rows, or f16 (kv16) */
+    int kv16;
     float *out;
     int n, pos0, n_heads, n_kv_heads, head_dim;
     int slices; /* > 1: each (token, kv head) item's rows in this many slices (attn_slice_run) */
     tp_regions *reg; /* a thread's slices in row order first (its rows one stream) */
 } attn_job;
+
+/* element e of a cache */
+static const void *kv_at(const attn_job *j, const void *base, size_t e) { return (const char *)base + e * (j->kv16 ? 2 : 4); }
 
 /* (token, head) pairs dealt round-robin to tasks: later tokens attend to more rows, so a
  * contiguous split would leave the first task short */
@@ -43,13 +48,13 @@ static void attn_run(void *arg, int ith, int nth, int thread) {
         const float *q = j->q + (size_t)t * q_dim + (size_t)h * hd;
         float mx = -INFINITY, sum = 0.0f;
         for (int p = 0; p < len; p++) {
-            s[p] = k->dot(q, j->k + (size_t)p * kv_dim + (size_t)kh * hd, hd) * scale;
+            s[p] = k->dot(q, (const float *)j->k + (size_t)p * kv_dim + (size_t)kh * hd, hd) * scale;
             mx = s[p] > mx ? s[p] : mx;
         }
         for (int p = 0; p < len; p++) { s[p] = expf(s[p] - mx); sum += s[p]; }
         float *out = j->out + (size_t)t * q_dim + (size_t)h * hd;
         memset(out, 0, sizeof(float) * (size_t)hd);
-        for (int p = 0; p < len; p++) k->axpy(out, s[p] / sum, j->v + (size_t)p * kv_dim + (size_t)kh * hd, hd);
+        for (int p = 0; p < len; p++) k->axpy(out, s[p] / sum, (const float *)j->v + (size_t)p * kv_dim + (size_t)kh * hd, hd);
     }
 }
 
@@ -61,7 +66,7 @@ static void attn_group_run(void *arg, int ith, int nth, int thread) {
     for (int item = ith; item < j->n * j->n_kv_heads; item += nth) {
         int t = item / j->n_kv_heads, kh = item % j->n_kv_heads, len = j->pos0 + t + 1;
         size_t qo = (size_t)t * q_dim + (size_t)kh * group * hd;
-        j->kern->attn(j->q + qo, j->k + (size_t)kh * hd, j->v + (size_t)kh * hd, (size_t)kv_dim, len, group, hd, scale,
+        j->kern->attn(j->q + qo, kv_at(j, j->k, (size_t)kh * hd), kv_at(j, j->v, (size_t)kh * hd), (size_t)kv_dim, j->kv16, len, group, hd, scale,
                       j->st->scores[thread], j->out + qo, NULL);
     }
 }
@@ -80,8 +85,8 @@ static void attn_blk_run(void *arg, int task, int n_tasks, int thread) {
     int nblk = (j->n + ATTN_TB - 1) / ATTN_TB, b = nblk - 1 - task / j->n_kv_heads, kh = task % j->n_kv_heads;
     int t0 = b * ATTN_TB, tb = j->n - t0 < ATTN_TB ? j->n - t0 : ATTN_TB;
     size_t qo = (size_t)t0 * q_dim + (size_t)kh * group * hd;
-    j->kern->attn_blk(j->q + qo, (size_t)q_dim, tb, j->pos0 + t0 + 1, j->k + (size_t)kh * hd, j->v + (size_t)kh * hd,
-                      (size_t)kv_dim, group, hd, 1.0f / sqrtf((float)hd), j->st->scores[thread], j->out + qo);
+    j->kern->attn_blk(j->q + qo, (size_t)q_dim, tb, j->pos0 + t0 + 1, kv_at(j, j->k, (size_t)kh * hd), kv_at(j, j->v, (size_t)kh * hd),
+                      (size_t)kv_dim, j->kv16, group, hd, 1.0f / sqrtf((float)hd), j->st->scores[thread], j->out + qo);
 }
 
 /* Decode has n * n_kv_heads items (2 at the 0.5b shape): as many tasks as threads at best, and
@@ -111,7 +116,7 @@ static void attn_slice_run(void *arg, int task, int n_tasks, int thread) {
         return;
     }
     size_t qo = (size_t)t * q_dim + (size_t)kh * group * hd, ro = (size_t)p0 * kv_dim + (size_t)kh * hd;
-    j->kern->attn(j->q + qo, j->k + ro, j->v + ro, (size_t)kv_dim, p1 - p0, group, hd, 1.0f / sqrtf((float)hd),
+    j->kern->attn(j->q + qo, kv_at(j, j->k, ro), kv_at(j, j->v, ro), (size_t)kv_dim, j->kv16, p1 - p0, group, hd, 1.0f / sqrtf((float)hd),
                   j->st->scores[thread], part, ml);
 }
 
@@ -164,8 +169,14 @@ static int attn_slices(cpu_attn *c, const attn_job *j, int nth) {
     return s;
 }
 
-void cpu_attn_run(cpu_attn *c, const cpu_kernels *k, tpool *pool, int affine, const float *q, const float *kc,
-                  const float *vc, float *out, int n, int pos0, int n_heads, int n_kv_heads, int head_dim) {
+int cpu_attn_f16_ok(const cpu_kernels *k, int n_heads, int n_kv_heads, int head_dim) {
+    if (!k->attn || !k->attn_blk || !k->to_f16 || n_kv_heads < 1 || n_heads % n_kv_heads) return 0;
+    int group = n_heads / n_kv_heads; /* the fused and the block paths both take the shape */
+    return head_dim % 16 == 0 && head_dim <= 256 && group <= 16 && ATTN_TB * group <= 256;
+}
+
+void cpu_attn_run(cpu_attn *c, const cpu_kernels *k, tpool *pool, int affine, const float *q, const void *kc,
+                  const void *vc, int kv16, float *out, int n, int pos0, int n_heads, int n_kv_heads, int head_dim) {
     int nth = tp_threads(pool), group = n_heads / n_kv_heads;
     int fused = k->attn && head_dim % 16 == 0 && head_dim <= 256 && group <= 16;
     int blk = k->attn_blk && head_dim % 16 == 0 && ATTN_TB * group <= 256 && n >= ATTN_BLK_MIN;
@@ -178,7 +189,7 @@ void cpu_attn_run(cpu_attn *c, const cpu_kernels *k, tpool *pool, int affine, co
         }
         c->scores_cap = need;
     }
-    attn_job j = {c, k, q, kc, vc, out, n, pos0, n_heads, n_kv_heads, head_dim, 1, NULL};
+    attn_job j = {c, k, q, kc, vc, kv16, out, n, pos0, n_heads, n_kv_heads, head_dim, 1, NULL};
     if (blk) {
         tp_run(pool, attn_blk_run, &j, (n + ATTN_TB - 1) / ATTN_TB * n_kv_heads);
     } else if (fused && (j.slices = attn_slices(c, &j, nth)) > 1) {

@@ -14,12 +14,14 @@
  * STRATA_CPU_PREFETCH_NEXT=0 stops the workers' prefetch of the next decode matmul;
  * STRATA_CPU_HUGE_BUFS=0 allocates buffers of 2 MB and more (KV caches) with calloc instead of in
  * transparent huge pages; STRATA_CPU_AMX=0 keeps prefill matmuls (more than 8 tokens) on the
- * AVX-512 kernels on CPUs with AMX-INT8 and AMX-BF16 (q4_amx.c); STRATA_CPU_PROFILE=1 prints wall time per op kind to stderr when the backend is destroyed. */
+ * AVX-512 kernels on CPUs with AMX-INT8 and AMX-BF16 (q4_amx.c); STRATA_CPU_KV_F16=0 keeps KV caches
+ * in f32 where the level's attention would read them in f16 (backend.h kv_dtype); STRATA_CPU_PROFILE=1 prints wall time per op kind to stderr when the backend is destroyed. */
 backend *backend_cpu_fast_new(int n_threads, strata_err *err);
 /* the SIMD level a fast backend runs at: "scalar", "avx2" or "avx512" */
 const char *cpu_fast_level(const backend *be);
-/* switches a run-time option of a fast backend ("fuse", "affine", "attn_split", "amx": 0/1 as
- * their STRATA_CPU_ variables, amx staying 0 where the CPU has none; "pf_next": bytes a worker prefetches, 1 the default, 0 off) and returns
+/* switches a run-time option of a fast backend ("fuse", "affine", "attn_split", "amx", "kv_f16": 0/1
+ * as their STRATA_CPU_ variables, amx staying 0 where the CPU has none; kv_f16 only between
+ * sessions: it changes how attention reads caches already made; "pf_next": bytes a worker prefetches, 1 the default, 0 off) and returns
  * its previous value, -1 for an unknown name; for benchmarks that alternate old and new between
  * tokens of one model */
 int cpu_fast_option(backend *be, const char *name, int value);

@@ -91,19 +91,22 @@ typedef struct {
     void (*axpy)(float *y, float a, const float *x, int n);
     /* NULL, or the attention of `group` query heads that share one kv head, over cache rows
      * 0 .. len-1: q and out hold the group's heads contiguously ([group, hd]); k and v point at
-     * the kv head's slice of row 0, rows `kv_stride` floats apart; s is scratch of group * len
+     * the kv head's slice of row 0, rows `kv_stride` elements apart, f32 or (kv16) f16
+     * (the levels with attn also have to_f16 and take both); s is scratch of group * len
      * floats. Only called when hd % 16 == 0, hd <= 256 and group <= 16. ml NULL: out is the
      * attention; else rows 0 .. len-1 are one slice of the cache (decode splits a head's rows
      * across threads): out[i] = sum_p exp(s_ip - m_i) v_p unnormalised, ml[2i] = m_i (the slice's
      * max score of head i), ml[2i+1] = sum_p exp(s_ip - m_i); cpu_fast.c merges the slices. */
-    void (*attn)(const float *q, const float *k, const float *v, size_t kv_stride, int len, int group, int hd,
+    void (*attn)(const float *q, const void *k, const void *v, size_t kv_stride, int kv16, int len, int group, int hd,
                  float scale, float *s, float *out, float *ml);
     /* NULL, or prefill attention of `tb` consecutive tokens against one kv head: token i's `group`
      * query heads at q + i * q_stride ([group, hd]), attending to cache rows 0 .. len0 + i - 1 (k, v
      * as for attn); out like q. s: scratch of attn_blk_scratch(tb, group, len0, hd) floats. Only
      * called when hd % 16 == 0 and tb * group <= 256. */
-    void (*attn_blk)(const float *q, size_t q_stride, int tb, int len0, const float *k, const float *v, size_t kv_stride,
-                     int group, int hd, float scale, float *s, float *out);
+    void (*attn_blk)(const float *q, size_t q_stride, int tb, int len0, const void *k, const void *v, size_t kv_stride,
+                     int kv16, int group, int hd, float scale, float *s, float *out);
+    /* NULL, or y[i] = x[i] rounded to f16 (nearest even), i < n: KV cache rows */
+    void (*to_f16)(const float *x, uint16_t *y, size_t n);
     /* g[i] = silu(g[i]) * u[i] */
     void (*swiglu)(float *g, const float *u, int n);
     /* NULL, or rmsnorm of token rows [t0, t1) of x[., dim] into out (may equal x), weight w of

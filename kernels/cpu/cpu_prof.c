@@ -106,6 +106,12 @@ static void p_copy(backend *be, const bk_buf *src, size_t so, bk_buf *dst, size_
     in->copy(be, src, so, dst, do_, n);
     cpu_prof_end(t0, "copy", 0, 0, n <= 4096);
 }
+static void p_kv_store(backend *be, const bk_buf *src, bk_buf *cache, int row0, int n, int row_elems) {
+    in->sync(be);
+    double t0 = cpu_prof_begin();
+    in->kv_store(be, src, cache, row0, n, row_elems);
+    cpu_prof_end(t0, "kv_store", 0, row_elems, n);
+}
 static void p_read(backend *be, const bk_buf *src, size_t off, void *dst, size_t n) {
     in->sync(be);
     double t0 = cpu_prof_begin();
@@ -127,5 +133,6 @@ const backend_ops *cpu_prof_ops(const backend_ops *inner) {
     timed.add = p_add;
     timed.copy = p_copy;
     timed.buf_read = p_read;
+    timed.kv_store = inner->kv_store ? p_kv_store : NULL;
     return &timed;
 }

@@ -297,6 +297,18 @@ static T512 void swiglu_avx512(float *g, const float *u, int n) {
 #ifndef ATTN_PF
 #define ATTN_PF 48 /* K/V rows prefetched ahead */
 #endif
+/* 16 cache elements from element i of a K or V cache: f32, or f16 (F16) widened */
+INLINE T512 __m512 kv_ld(const void *p, size_t i, const int F16) {
+    return F16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)))
+               : _mm512_loadu_ps((const float *)p + i);
+}
+
+/* prefetches the n elements of a cache from element i */
+INLINE void kv_pf(const void *p, size_t i, int n, const int F16) {
+    const char *b = (const char *)p + i * (F16 ? 2 : 4);
+    for (int o = 0; o < n * (F16 ? 2 : 4); o += 64) _mm_prefetch(b + o, _MM_HINT_T0);
+}
+
 /* lane j of the result = the sum of a[j]'s 16 lanes: a transpose by unpacks and lane shuffles,
  * 45 ops where 16 reductions cost ~150. Scoring 16 rows a head at once (attn_nv) also has their 64
  * lines in flight together: decode attention from DRAM 47-49 -> 35-42 us at the 0.5b shape (544
@@ -314,20 +326,24 @@ INLINE T512 __m512 sum16(const __m512 a[16]) {
     return _mm512_add_ps(_mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(2, 0, 2, 0)), _mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-INLINE T512 void attn_nv(const float *q, const float *k, const float *v, size_t ks, int len, int group, const int NV,
-                         float scale, float *s, float *out, float *ml) {
+INLINE T512 void attn_nv(const float *q, const void *k, const void *v, size_t ks, int len, int group, const int NV,
+                         const int F16, float scale, float *s, float *out, float *ml) {
     const int hd = 16 * NV;
     int p0 = 0;
+    float kf[16 * 256]; /* F16: a block of 16 K rows widened once for all the group's heads */
     for (; p0 + 16 <= len; p0 += 16) { /* scores of 16 positions a head at once (sum16) */
-        const float *kb = k + (size_t)p0 * ks;
-        for (int r = 0; r < 16; r++)
-            for (int c = 0; c < NV; c++) _mm_prefetch((const char *)(kb + (size_t)(ATTN_PF + r) * ks + 16 * c), _MM_HINT_T0);
+        for (int r = 0; r < 16; r++) kv_pf(k, (size_t)(p0 + ATTN_PF + r) * ks, hd, F16);
+        const float *kb = F16 ? kf : (const float *)k + (size_t)p0 * ks;
+        const size_t kst = F16 ? (size_t)hd : ks;
+        if (F16)
+            for (int r = 0; r < 16; r++)
+                for (int c = 0; c < NV; c++) _mm512_storeu_ps(kf + r * hd + 16 * c, kv_ld(k, (size_t)(p0 + r) * ks + 16 * c, 1));
         for (int i = 0; i < group; i++) {
             const float *qi = q + (size_t)i * hd;
             __m512 qv[16], acc[16];
             for (int c = 0; c < NV; c++) qv[c] = _mm512_loadu_ps(qi + 16 * c);
             for (int r = 0; r < 16; r++) {
-                const float *kp = kb + (size_t)r * ks;
+                const float *kp = kb + (size_t)r * kst;
                 __m512 a = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kp));
                 for (int c = 1; c < NV; c++) a = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kp + 16 * c), a);
                 acc[r] = a;
@@ -336,10 +352,9 @@ INLINE T512 void attn_nv(const float *q, const float *k, const float *v, size_t 
         }
     }
     for (int p = p0; p < len; p++) {
-        const float *kp = k + (size_t)p * ks;
         __m512 kv[16];
-        for (int c = 0; c < NV; c++) _mm_prefetch((const char *)(kp + ATTN_PF * ks + 16 * c), _MM_HINT_T0);
-        for (int c = 0; c < NV; c++) kv[c] = _mm512_loadu_ps(kp + 16 * c);
+        kv_pf(k, (size_t)(p + ATTN_PF) * ks, hd, F16);
+        for (int c = 0; c < NV; c++) kv[c] = kv_ld(k, (size_t)p * ks + 16 * c, F16);
         for (int i = 0; i < group; i++) {
             const float *qi = q + (size_t)i * hd;
             __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(qi), kv[0]);
@@ -381,10 +396,10 @@ INLINE T512 void attn_nv(const float *q, const float *k, const float *v, size_t 
             for (int i = 0; i < 4; i++)
                 for (int c = 0; c < 4; c++) acc[i][c] = _mm512_setzero_ps();
             for (int p = 0; p < len; p++) {
-                const float *vp = v + (size_t)p * ks + 16 * c0;
+                const size_t vp = (size_t)p * ks + 16 * (size_t)c0;
                 __m512 vv[4];
-                for (int c = 0; c < nc; c++) _mm_prefetch((const char *)(vp + ATTN_PF * ks + 16 * c), _MM_HINT_T0);
-                for (int c = 0; c < 4; c++) vv[c] = c < nc ? _mm512_loadu_ps(vp + 16 * c) : _mm512_setzero_ps();
+                kv_pf(v, vp + ATTN_PF * ks, 16 * nc, F16);
+                for (int c = 0; c < 4; c++) vv[c] = c < nc ? kv_ld(v, vp + 16 * c, F16) : _mm512_setzero_ps();
                 for (int i = 0; i < 4; i++) {
                     if (i >= gi) break;
                     __m512 sp = _mm512_set1_ps(s[(size_t)(i0 + i) * len + p]);
@@ -428,11 +443,11 @@ INLINE T512 void transpose16(__m512 r[16]) {
  * dimensions of V, each row's two vectors loaded once for the eight (constant bounds: the 16 sums
  * stay in registers). A row feeds 16 FMAs for 128 bytes from L2, where four queries x 64
  * dimensions read 256: V from L2 bounded the pass (2026-12-06) */
-INLINE T512 void pv82(const float *w, int L, const float *v, size_t ks, int len, __m512 acc[8][2]) {
+INLINE T512 void pv82(const float *w, int L, const void *v, size_t vo, size_t ks, int len, __m512 acc[8][2], const int F16) {
     for (int j = 0; j < 8; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
     for (int p = 0; p < len; p++) {
-        const float *vp = v + (size_t)p * ks;
-        __m512 v0 = _mm512_loadu_ps(vp), v1 = _mm512_loadu_ps(vp + 16);
+        const size_t vp = vo + (size_t)p * ks;
+        __m512 v0 = kv_ld(v, vp, F16), v1 = kv_ld(v, vp + 16, F16);
         for (int j = 0; j < 8; j++) {
             __m512 sp = _mm512_set1_ps(w[(size_t)j * L + p]);
             acc[j][0] = _mm512_fmadd_ps(sp, v0, acc[j][0]);
@@ -442,12 +457,13 @@ INLINE T512 void pv82(const float *w, int L, const float *v, size_t ks, int len,
 }
 
 /* the same for nb <= 8 queries and nc <= 2 chunks of 16 dimensions (the remainders) */
-static T512 void pv_any(const float *w, int L, const float *v, size_t ks, int len, int nb, int nc, __m512 acc[8][2]) {
+INLINE T512 void pv_any(const float *w, int L, const void *v, size_t vo, size_t ks, int len, int nb, int nc, __m512 acc[8][2],
+                        const int F16) {
     for (int j = 0; j < 8; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
     for (int p = 0; p < len; p++)
         for (int j = 0; j < nb; j++) {
             __m512 sp = _mm512_set1_ps(w[(size_t)j * L + p]);
-            for (int c = 0; c < nc; c++) acc[j][c] = _mm512_fmadd_ps(sp, _mm512_loadu_ps(v + (size_t)p * ks + 16 * c), acc[j][c]);
+            for (int c = 0; c < nc; c++) acc[j][c] = _mm512_fmadd_ps(sp, kv_ld(v, vo + (size_t)p * ks + 16 * c, F16), acc[j][c]);
         }
 }
 
@@ -455,15 +471,15 @@ static T512 void pv_any(const float *w, int L, const float *v, size_t ks, int le
  * rows is transposed once (kt[d] = dimension d of the 16 rows) and meets every query with one
  * broadcast FMA a dimension, where attn_nv scores each token's heads apart and reduces every dot
  * across lanes (sum16); the rows are read once for all tb tokens. */
-static T512 void attn_blk_avx512(const float *q, size_t qs, int tb, int len0, const float *k, const float *v, size_t ks,
-                                 int group, int hd, float scale, float *s, float *out) {
+INLINE T512 void attn_blk_t(const float *q, size_t qs, int tb, int len0, const void *k, const void *v, size_t ks, int group,
+                            int hd, float scale, float *s, float *out, const int F16) {
     const int nq = tb * group, lmax = len0 + tb - 1, L = (lmax + 15) & ~15, NV = hd / 16;
     float *kt = s + (size_t)nq * L; /* [hd][16] */
     for (int p0 = 0; p0 < lmax; p0 += 16) {
         const int rows = lmax - p0 < 16 ? lmax - p0 : 16;
         for (int c = 0; c < NV; c++) {
             __m512 r[16];
-            for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_loadu_ps(k + (size_t)(p0 + i) * ks + 16 * c) : _mm512_setzero_ps();
+            for (int i = 0; i < 16; i++) r[i] = i < rows ? kv_ld(k, (size_t)(p0 + i) * ks + 16 * c, F16) : _mm512_setzero_ps();
             transpose16(r);
             for (int i = 0; i < 16; i++) _mm512_storeu_ps(kt + (size_t)(16 * c + i) * 16, r[i]);
         }
@@ -509,8 +525,8 @@ static T512 void attn_blk_avx512(const float *q, size_t qs, int tb, int len0, co
         for (int c0 = 0; c0 < NV; c0 += 2) {
             const int nc = NV - c0 < 2 ? NV - c0 : 2;
             __m512 acc[8][2];
-            if (nb == 8 && nc == 2) pv82(s + (size_t)q0 * L, L, v + 16 * c0, ks, lmax, acc);
-            else pv_any(s + (size_t)q0 * L, L, v + 16 * c0, ks, lmax, nb, nc, acc);
+            if (nb == 8 && nc == 2) pv82(s + (size_t)q0 * L, L, v, 16 * (size_t)c0, ks, lmax, acc, F16);
+            else pv_any(s + (size_t)q0 * L, L, v, 16 * (size_t)c0, ks, lmax, nb, nc, acc, F16);
             for (int j = 0; j < nb; j++) {
                 const int qi = q0 + j;
                 float *o = out + (size_t)(qi / group) * qs + (size_t)(qi % group) * hd + 16 * c0;
@@ -520,12 +536,34 @@ static T512 void attn_blk_avx512(const float *q, size_t qs, int tb, int len0, co
     }
 }
 
-static T512 void attn_avx512(const float *q, const float *k, const float *v, size_t ks, int len, int group, int hd,
+static T512 void attn_blk_avx512(const float *q, size_t qs, int tb, int len0, const void *k, const void *v, size_t ks,
+                                 int kv16, int group, int hd, float scale, float *s, float *out) {
+    if (kv16) attn_blk_t(q, qs, tb, len0, k, v, ks, group, hd, scale, s, out, 1);
+    else attn_blk_t(q, qs, tb, len0, k, v, ks, group, hd, scale, s, out, 0);
+}
+
+static T512 void attn_avx512(const float *q, const void *k, const void *v, size_t ks, int kv16, int len, int group, int hd,
                              float scale, float *s, float *out, float *ml) {
-    switch (hd / 16) {
-    case 4: attn_nv(q, k, v, ks, len, group, 4, scale, s, out, ml); break;
-    case 8: attn_nv(q, k, v, ks, len, group, 8, scale, s, out, ml); break;
-    default: attn_nv(q, k, v, ks, len, group, hd / 16, scale, s, out, ml); break;
+    switch (hd / 16 + 100 * !!kv16) {
+    case 4: attn_nv(q, k, v, ks, len, group, 4, 0, scale, s, out, ml); break;
+    case 8: attn_nv(q, k, v, ks, len, group, 8, 0, scale, s, out, ml); break;
+    case 104: attn_nv(q, k, v, ks, len, group, 4, 1, scale, s, out, ml); break;
+    case 108: attn_nv(q, k, v, ks, len, group, 8, 1, scale, s, out, ml); break;
+    default:
+        if (kv16) attn_nv(q, k, v, ks, len, group, hd / 16, 1, scale, s, out, ml);
+        else attn_nv(q, k, v, ks, len, group, hd / 16, 0, scale, s, out, ml);
+        break;
+    }
+}
+
+/* KV cache rows to f16 (vcvtps2ph, nearest even) */
+static T512 void to_f16_avx512(const float *x, uint16_t *y, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(y + i), _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm256_mask_storeu_epi16(y + i, m, _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
 }
 
@@ -539,6 +577,7 @@ const cpu_kernels cpu_kern_avx512 = {
     .swiglu = swiglu_avx512,
     .attn = attn_avx512,
     .attn_blk = attn_blk_avx512,
+    .to_f16 = to_f16_avx512,
     .rmsnorm = rmsnorm_avx512,
     .chunk_ok = cpu_q4c_ok,
     .pk_ok = cpu_q4p_ok,

@@ -541,6 +541,8 @@ static const backend_ops cuda_ops = {
     .swiglu = cu_swiglu,
     .add = cu_add,
     .sync = cu_sync,
+    .kv_dtype = NULL, /* f32 caches */
+    .kv_store = NULL,
 };
 
 extern "C" backend *backend_cuda_new(strata_err *err) {
