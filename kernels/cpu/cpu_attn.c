@@ -34,7 +34,9 @@ typedef struct {
 } attn_job;
 
 /* element e of a cache */
-static const void *kv_at(const attn_job *j, const void *base, size_t e) { return (const char *)base + e * (j->kv16 ? 2 : 4); }
+static const void *kv_at(const attn_job *j, const void *base, size_t e) {
+    return (const char *)base + e * (j->kv16 ? 2 : 4);
+}
 
 /* (token, head) pairs dealt round-robin to tasks: later tokens attend to more rows, so a
  * contiguous split would leave the first task short */
@@ -66,8 +68,8 @@ static void attn_group_run(void *arg, int ith, int nth, int thread) {
     for (int item = ith; item < j->n * j->n_kv_heads; item += nth) {
         int t = item / j->n_kv_heads, kh = item % j->n_kv_heads, len = j->pos0 + t + 1;
         size_t qo = (size_t)t * q_dim + (size_t)kh * group * hd;
-        j->kern->attn(j->q + qo, kv_at(j, j->k, (size_t)kh * hd), kv_at(j, j->v, (size_t)kh * hd), (size_t)kv_dim, j->kv16, len, group, hd, scale,
-                      j->st->scores[thread], j->out + qo, NULL);
+        j->kern->attn(j->q + qo, kv_at(j, j->k, (size_t)kh * hd), kv_at(j, j->v, (size_t)kh * hd), (size_t)kv_dim, j->kv16,
+                      len, group, hd, scale, j->st->scores[thread], j->out + qo, NULL);
     }
 }
 
@@ -85,8 +87,9 @@ static void attn_blk_run(void *arg, int task, int n_tasks, int thread) {
     int nblk = (j->n + ATTN_TB - 1) / ATTN_TB, b = nblk - 1 - task / j->n_kv_heads, kh = task % j->n_kv_heads;
     int t0 = b * ATTN_TB, tb = j->n - t0 < ATTN_TB ? j->n - t0 : ATTN_TB;
     size_t qo = (size_t)t0 * q_dim + (size_t)kh * group * hd;
-    j->kern->attn_blk(j->q + qo, (size_t)q_dim, tb, j->pos0 + t0 + 1, kv_at(j, j->k, (size_t)kh * hd), kv_at(j, j->v, (size_t)kh * hd),
-                      (size_t)kv_dim, j->kv16, group, hd, 1.0f / sqrtf((float)hd), j->st->scores[thread], j->out + qo);
+    j->kern->attn_blk(j->q + qo, (size_t)q_dim, tb, j->pos0 + t0 + 1, kv_at(j, j->k, (size_t)kh * hd),
+                      kv_at(j, j->v, (size_t)kh * hd), (size_t)kv_dim, j->kv16, group, hd, 1.0f / sqrtf((float)hd),
+                      j->st->scores[thread], j->out + qo);
 }
 
 /* Decode has n * n_kv_heads items (2 at the 0.5b shape): as many tasks as threads at best, and
@@ -116,8 +119,8 @@ static void attn_slice_run(void *arg, int task, int n_tasks, int thread) {
         return;
     }
     size_t qo = (size_t)t * q_dim + (size_t)kh * group * hd, ro = (size_t)p0 * kv_dim + (size_t)kh * hd;
-    j->kern->attn(j->q + qo, kv_at(j, j->k, ro), kv_at(j, j->v, ro), (size_t)kv_dim, j->kv16, p1 - p0, group, hd, 1.0f / sqrtf((float)hd),
-                  j->st->scores[thread], part, ml);
+    j->kern->attn(j->q + qo, kv_at(j, j->k, ro), kv_at(j, j->v, ro), (size_t)kv_dim, j->kv16, p1 - p0, group, hd,
+                  1.0f / sqrtf((float)hd), j->st->scores[thread], part, ml);
 }
 
 /* out = sum over slices of exp(m_s - M) o_s / sum over slices of exp(m_s - M) l_s, M the max m_s */

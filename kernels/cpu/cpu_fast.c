@@ -708,9 +708,9 @@ static void fast_rope(backend *be, bk_buf *x, int n, int n_heads, int head_dim, 
 /* KV caches in f16 (STRATA_CPU_KV_F16=0: f32) where the level's attention kernels take the head
  * configuration; the kernels widen the rows as they load them. A decode token's attention reads
  * every layer's cache: 2 x 540 rows x 512 bytes a layer at the 0.5b shape after a 512-token
- * prompt, 13 MB beside 278 MB of weights but 7% of the token's time (one core a kv head, from L3). Decode attention, 540 rows, 0.5b shape,
- * 2 threads, caches in L3 (2026-12-06): 540 f32 rows 23.4-24.7 us, 270 (the bytes of 540 in f16)
- * 11.8-11.9 us. Rounding to f16 is llama.cpp's default cache type too. */
+ * prompt, 13 MB beside 278 MB of weights but 7% of the token's time (one core a kv head reads from
+ * L3). Decode attention at that shape, 2 threads, caches in L3 (2026-12-06): 540 f32 rows 23.4-24.7
+ * us, 270 (the bytes of 540 in f16) 11.8-11.9 us. f16 is llama.cpp's default cache type too. */
 static int kv_f16(const fast_ctx *c, int n_heads, int n_kv_heads, int head_dim) {
     return c->kv16 && cpu_attn_f16_ok(c->k, n_heads, n_kv_heads, head_dim);
 }
@@ -751,8 +751,9 @@ static void fast_attention(backend *be, const bk_buf *q, const bk_buf *kc, const
                            int pos0, int n_heads, int n_kv_heads, int head_dim) {
     fast_ctx *c = CTX(be);
     op_begin(be, out->data);
-    cpu_attn_run(&c->attn, c->k, c->pool, c->affine, q->data, kc->data, vc->data, kv_f16(c, n_heads, n_kv_heads, head_dim),
-                 out->data, n, pos0, n_heads, n_kv_heads, head_dim);
+    int kv16 = kv_f16(c, n_heads, n_kv_heads, head_dim);
+    cpu_attn_run(&c->attn, c->k, c->pool, c->affine, q->data, kc->data, vc->data, kv16, out->data, n, pos0, n_heads,
+                 n_kv_heads, head_dim);
 }
 
 /* an elementwise op of two buffers, spread over the pool from 32k elements: a = silu(a) * b (the

@@ -90,7 +90,7 @@ INLINE T512 void split16(__m512 s, __m512i *hi, __m512i *lo) {
  * of QUANT_RUN elements at a time: its groups' scales, then its codes 64 at a time (a group of 32
  * shares a run of 64 with the next; the 1/scale comes per vector of 16). Decode quantizes once a
  * matmul job, on the caller while the workers wait: 3584 columns took 0.84 us with per-vector
- * vpmovsdb stores, 0.56 us so (one thread, in L1, 2026-12-06). */
+ * vpmovsdb stores, 0.61 us so (one thread, in L1, 2026-12-06). */
 #define QUANT_RUN 1024 /* a multiple of every group (32, 64, 128: cpu_q4p_ok) */
 void T512 cpu_q4p_quant(const float *x, cpu_qact *a, int t0, int t1) {
     const int K = a->cols, G = a->block, ng = K / G;

@@ -293,7 +293,9 @@ static T512 void swiglu_avx512(float *g, const float *u, int n) {
  * constant in the common head sizes: with a variable count gcc copied each K row to the stack
  * through a memcpy call (10% of a decode token at 2k positions, perf) and kept the V sums in
  * memory. The cache rows come from DRAM (every layer's cache is read once a token) at a stride
- * the hardware prefetcher does not run ahead of: software prefetch ATTN_PF rows ahead. */
+ * the hardware prefetcher does not run ahead of: software prefetch ATTN_PF rows ahead. F16: the
+ * caches hold f16 (cpu_fast.c kv_f16); a block of 16 K rows is widened once into kf for all the
+ * group's heads, V rows as they are loaded. */
 #ifndef ATTN_PF
 #define ATTN_PF 48 /* K/V rows prefetched ahead */
 #endif
