@@ -862,7 +862,8 @@ int main(int argc, char **argv) {
     }
     /* f16 KV caches where the level attends over them (backend.h kv_dtype): cover the f32 caches
      * of the same kernels too */
-    if (!strcmp(name, "cpu") && wanted("attention") && cpu_fast_option(be, "kv_f16", 0) == 1) {
+    if (!strcmp(name, "cpu") && wanted("attention") && be->ops->kv_dtype && be->ops->kv_dtype(be, 14, 2, 64) == BK_F16 &&
+        cpu_fast_option(be, "kv_f16", 0) == 1) {
         printf("backend %s with f32 KV caches (STRATA_CPU_KV_F16=0)\n", name);
         test_attention();
         cpu_fast_option(be, "kv_f16", 1);
