@@ -90,7 +90,8 @@ static fast_ctx *CTX(backend *be) { return be->ctx; }
 static void flush_pending(fast_ctx *c);
 static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf *yb, int n);
 static void glu_flush(fast_ctx *c);
-static void ew_now(fast_ctx *c, float *a, const float *b, int n, int glu);
+enum { EW_ADD, EW_GLU, EW_F16 };
+static void ew_now(fast_ctx *c, int op, float *a, const float *b, uint16_t *h, size_t n);
 
 /* every op but matmul starts here: held-back matmuls run first (this op may read their output or
  * write their input), and a write to `written` ends the reuse of activations quantized from it */
@@ -477,7 +478,7 @@ static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf
     }
     if (c->glu.g) glu_flush(c); /* a held SwiGLU this matmul does not take runs before x is read */
     if (quant_ok(w) && !quantize_x(c, &j, xb)) { /* no memory for codes: still correct */
-        if (j.glu_u) ew_now(c, (float *)j.x, j.glu_u, n * w->cols, 1);
+        if (j.glu_u) ew_now(c, EW_GLU, (float *)j.x, j.glu_u, NULL, (size_t)n * (size_t)w->cols);
         tp_run(c->pool, slow_job, &j, nth);
         return;
     }
@@ -719,32 +720,11 @@ static bk_dtype fast_kv_dtype(backend *be, int n_heads, int n_kv_heads, int head
     return kv_f16(CTX(be), n_heads, n_kv_heads, head_dim) ? BK_F16 : BK_F32;
 }
 
-typedef struct {
-    const cpu_kernels *k;
-    const float *x;
-    uint16_t *y;
-    size_t n;
-} f16_job;
-
-static void f16_run(void *arg, int ith, int nth, int thread) {
-    f16_job *j = arg;
-    (void)thread;
-    size_t i0 = j->n * (size_t)ith / (size_t)nth, i1 = j->n * (size_t)(ith + 1) / (size_t)nth;
-    if (i0 < i1) j->k->to_f16(j->x + i0, j->y + i0, i1 - i0);
-}
-
 static void fast_kv_store(backend *be, const bk_buf *src, bk_buf *cache, int row0, int n, int row_elems) {
-    fast_ctx *c = CTX(be);
     op_begin(be, cache->data);
     cache->writes++;
-    size_t count = (size_t)n * (size_t)row_elems;
-    f16_job j = {c->k, src->data, (uint16_t *)cache->data + (size_t)row0 * (size_t)row_elems, count};
-    if (!c->k->to_f16) { /* a level without f16 caches: never asked (fast_kv_dtype), still correct */
-        for (size_t i = 0; i < count; i++) j.y[i] = bk_f32_to_f16(j.x[i]);
-        return;
-    }
-    if (count >= 1 << 15) tp_run(c->pool, f16_run, &j, 2 * tp_threads(c->pool));
-    else f16_run(&j, 0, 1, 0);
+    ew_now(CTX(be), EW_F16, NULL, src->data, (uint16_t *)cache->data + (size_t)row0 * (size_t)row_elems,
+           (size_t)n * (size_t)row_elems);
 }
 
 static void fast_attention(backend *be, const bk_buf *q, const bk_buf *kc, const bk_buf *vc, bk_buf *out, int n,
@@ -756,32 +736,41 @@ static void fast_attention(backend *be, const bk_buf *q, const bk_buf *kc, const
                  n_kv_heads, head_dim);
 }
 
-/* an elementwise op of two buffers, spread over the pool from 32k elements: a = silu(a) * b (the
- * level's swiglu) or a += b (a prefill's residual adds: 512 x 896 floats at the 0.5b shape) */
+/* an elementwise op over n elements, spread over the pool from 32k: a = silu(a) * b (EW_GLU, the
+ * level's swiglu), a += b (EW_ADD, a prefill's residual adds: 512 x 896 floats at the 0.5b shape)
+ * or h = b rounded to f16 (EW_F16, KV cache rows) */
 typedef struct {
     const cpu_kernels *k;
+    int op;
     float *a;
     const float *b;
-    int n, glu;
+    uint16_t *h;
+    size_t n;
 } ew_job;
 
 static void ew_run(void *arg, int ith, int nth, int thread) {
     ew_job *j = arg;
     (void)thread;
-    int i0 = (int)((long)j->n * ith / nth) & ~15, i1 = ith == nth - 1 ? j->n : (int)((long)j->n * (ith + 1) / nth) & ~15;
+    size_t i0 = j->n * (size_t)ith / (size_t)nth & ~(size_t)15;
+    size_t i1 = ith == nth - 1 ? j->n : j->n * (size_t)(ith + 1) / (size_t)nth & ~(size_t)15;
     if (i0 >= i1) return;
-    if (j->glu) j->k->swiglu(j->a + i0, j->b + i0, i1 - i0);
-    else
-        for (int i = i0; i < i1; i++) j->a[i] += j->b[i];
+    if (j->op == EW_GLU) j->k->swiglu(j->a + i0, j->b + i0, (int)(i1 - i0));
+    else if (j->op == EW_ADD)
+        for (size_t i = i0; i < i1; i++) j->a[i] += j->b[i];
+    else if (j->k->to_f16) j->k->to_f16(j->b + i0, j->h + i0, i1 - i0);
+    else /* a level without f16 caches is never asked for them (fast_kv_dtype): still correct */
+        for (size_t i = i0; i < i1; i++) j->h[i] = bk_f32_to_f16(j->b[i]);
 }
 
-static void ew_now(fast_ctx *c, float *a, const float *b, int n, int glu) {
-    ew_job j = {c->k, a, b, n, glu};
+static void ew_now(fast_ctx *c, int op, float *a, const float *b, uint16_t *h, size_t n) {
+    ew_job j = {c->k, op, a, b, h, n};
     if (n >= 1 << 15) tp_run(c->pool, ew_run, &j, 2 * tp_threads(c->pool));
     else ew_run(&j, 0, 1, 0);
 }
 
-static void glu_now(fast_ctx *c, bk_buf *gate, const bk_buf *up, int n) { ew_now(c, gate->data, up->data, n, 1); }
+static void glu_now(fast_ctx *c, bk_buf *gate, const bk_buf *up, int n) {
+    ew_now(c, EW_GLU, gate->data, up->data, NULL, (size_t)n);
+}
 
 static void glu_flush(fast_ctx *c) {
     bk_buf *g = c->glu.g;
@@ -801,7 +790,7 @@ static void fast_swiglu(backend *be, bk_buf *gate, const bk_buf *up, int n) {
 
 static void fast_add(backend *be, bk_buf *x, const bk_buf *y, int n) {
     op_begin(be, x->data);
-    ew_now(CTX(be), x->data, y->data, n, 0);
+    ew_now(CTX(be), EW_ADD, x->data, y->data, NULL, (size_t)n);
 }
 
 static void fast_embed(backend *be, const bk_weight *w, const int32_t *ids, int n, bk_buf *out) {
