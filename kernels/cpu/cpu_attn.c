@@ -172,17 +172,24 @@ static int attn_slices(cpu_attn *c, const attn_job *j, int nth) {
     return s;
 }
 
+/* whether the level's fused kernel (attn) and its prefill blocks (attn_blk) take a head shape */
+static int fused_ok(const cpu_kernels *k, int group, int head_dim) {
+    return k->attn && head_dim % 16 == 0 && head_dim <= 256 && group <= 16;
+}
+static int blk_ok(const cpu_kernels *k, int group, int head_dim) {
+    return k->attn_blk && head_dim % 16 == 0 && ATTN_TB * group <= 256;
+}
+
 int cpu_attn_f16_ok(const cpu_kernels *k, int n_heads, int n_kv_heads, int head_dim) {
-    if (!k->attn || !k->attn_blk || !k->to_f16 || n_kv_heads < 1 || n_heads % n_kv_heads) return 0;
-    int group = n_heads / n_kv_heads; /* the fused and the block paths both take the shape */
-    return head_dim % 16 == 0 && head_dim <= 256 && group <= 16 && ATTN_TB * group <= 256;
+    if (!k->to_f16 || n_kv_heads < 1 || n_heads % n_kv_heads) return 0;
+    int group = n_heads / n_kv_heads; /* every path a batch can take reads the f16 rows */
+    return fused_ok(k, group, head_dim) && blk_ok(k, group, head_dim);
 }
 
 void cpu_attn_run(cpu_attn *c, const cpu_kernels *k, tpool *pool, int affine, const float *q, const void *kc,
                   const void *vc, int kv16, float *out, int n, int pos0, int n_heads, int n_kv_heads, int head_dim) {
     int nth = tp_threads(pool), group = n_heads / n_kv_heads;
-    int fused = k->attn && head_dim % 16 == 0 && head_dim <= 256 && group <= 16;
-    int blk = k->attn_blk && head_dim % 16 == 0 && ATTN_TB * group <= 256 && n >= ATTN_BLK_MIN;
+    int fused = fused_ok(k, group, head_dim), blk = blk_ok(k, group, head_dim) && n >= ATTN_BLK_MIN;
     int need = blk ? (int)attn_blk_scratch(ATTN_TB, group, pos0 + n, head_dim) : (pos0 + n) * (fused ? group : 1);
     if (need > c->scores_cap) {
         for (int i = 0; i < c->nth; i++) {
