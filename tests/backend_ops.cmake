@@ -9,3 +9,8 @@ foreach(level scalar avx2 avx512)
     ENVIRONMENT "STRATA_CPU_LEVEL=${level}" SKIP_RETURN_CODE 77)
 endforeach()
 add_test(NAME backend_ops_cpu_ref COMMAND test_backend_ops cpu-ref)
+
+# the cpu backend's thread pool: every task and every unit of a ranged job exactly once
+add_executable(test_threadpool test_threadpool.c)
+target_link_libraries(test_threadpool PRIVATE strata_kernels)
+add_test(NAME threadpool COMMAND test_threadpool)

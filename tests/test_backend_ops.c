@@ -868,7 +868,7 @@ int main(int argc, char **argv) {
         test_attention();
         cpu_fast_option(be, "kv_f16", 1);
     }
-    /* and with 3 threads: decode matmul chunks in uneven thread regions (threadpool.h tp_regions),
+    /* and with 3 threads: decode matmul chunks in uneven thread ranges (threadpool.h tp_run_ranges),
      * attention slices dealt to 3 threads */
     if (!strcmp(name, "cpu") && (wanted("matmul") || wanted("attention"))) {
         backend *two = be;
@@ -876,7 +876,7 @@ int main(int argc, char **argv) {
         CHECK(be != NULL, "backend %s with 3 threads: %s", name, err.msg);
         if (be) {
             printf("backend %s with 3 threads\n", name);
-            if (wanted("matmul")) { /* up to 12 tasks in 3 regions, unequal runs of 16-row blocks */
+            if (wanted("matmul")) { /* 3 thread ranges, unequal runs of 16-row blocks */
                 static const int rows[] = {45, 200, 896, 133}, ns[] = {1, 2, 3, 8};
                 for (int i = 0; i < 4; i++) run_matmul(rows[i], 64 * (2 + i), ns[i], 4, i % 2 ? 64 : 32, i % 2 ? BK_F16 : BK_BF16, i % 3);
                 test_matmul_fused();

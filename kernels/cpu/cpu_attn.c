@@ -30,7 +30,6 @@ typedef struct {
     float *out;
     int n, pos0, n_heads, n_kv_heads, head_dim;
     int slices; /* > 1: each (token, kv head) item's rows in this many slices (attn_slice_run) */
-    tp_regions *reg; /* a thread's slices in row order first (its rows one stream) */
 } attn_job;
 
 /* element e of a cache */
@@ -94,7 +93,7 @@ static void attn_blk_run(void *arg, int task, int n_tasks, int thread) {
 
 /* Decode has n * n_kv_heads items (2 at the 0.5b shape): as many tasks as threads at best, and
  * one late thread stalls the op. Over a long cache each item's rows are split in `slices` tasks
- * (task = item * slices + slice; a thread's slices in row order, tp_regions); a slice leaves its
+ * (task = item * slices + slice; a thread's slices in row order, tp_run_ranges); a slice leaves its
  * unnormalised output and (max, sum) per head in st->part for attn_merge. Measured (0.5b shape,
  * from DRAM, 2 threads, 2026-11-23): 5% faster at 2000 rows, 13-19% at 4000, even at 1100, and
  * 5-15% slower at 544 (slices of 136 rows), hence ATTN_SLICE_MIN. */
@@ -104,10 +103,7 @@ static size_t attn_part_floats(const attn_job *j) {
     return (size_t)(j->n_heads / j->n_kv_heads) * (size_t)(j->head_dim + 2);
 }
 
-static void attn_slice_run(void *arg, int task, int n_tasks, int thread) {
-    attn_job *j = arg;
-    task = tp_regions_claim(j->reg, task, thread);
-    (void)n_tasks;
+static void attn_slice(attn_job *j, int task, int thread) {
     int hd = j->head_dim, q_dim = j->n_heads * hd, kv_dim = j->n_kv_heads * hd, group = j->n_heads / j->n_kv_heads;
     int item = task / j->slices, sl = task % j->slices;
     int t = item / j->n_kv_heads, kh = item % j->n_kv_heads, len = j->pos0 + t + 1;
@@ -121,6 +117,10 @@ static void attn_slice_run(void *arg, int task, int n_tasks, int thread) {
     size_t qo = (size_t)t * q_dim + (size_t)kh * group * hd, ro = (size_t)p0 * kv_dim + (size_t)kh * hd;
     j->kern->attn(j->q + qo, kv_at(j, j->k, ro), kv_at(j, j->v, ro), (size_t)kv_dim, j->kv16, p1 - p0, group, hd,
                   1.0f / sqrtf((float)hd), j->st->scores[thread], part, ml);
+}
+
+static void attn_slice_run(void *arg, int t0, int t1, int thread) {
+    for (int t = t0; t < t1; t++) attn_slice(arg, t, thread);
 }
 
 /* out = sum over slices of exp(m_s - M) o_s / sum over slices of exp(m_s - M) l_s, M the max m_s */
@@ -199,13 +199,11 @@ void cpu_attn_run(cpu_attn *c, const cpu_kernels *k, tpool *pool, int affine, co
         }
         c->scores_cap = need;
     }
-    attn_job j = {c, k, q, kc, vc, kv16, out, n, pos0, n_heads, n_kv_heads, head_dim, 1, NULL};
+    attn_job j = {c, k, q, kc, vc, kv16, out, n, pos0, n_heads, n_kv_heads, head_dim, 1};
     if (blk) {
         tp_run(pool, attn_blk_run, &j, (n + ATTN_TB - 1) / ATTN_TB * n_kv_heads);
     } else if (fused && (j.slices = attn_slices(c, &j, nth)) > 1) {
-        tp_regions r;
-        j.reg = affine ? tp_regions_init(&r, pool, n * n_kv_heads * j.slices) : NULL;
-        tp_run(pool, attn_slice_run, &j, n * n_kv_heads * j.slices);
+        tp_run_ranges(pool, attn_slice_run, &j, n * n_kv_heads * j.slices, 1, affine, NULL);
         attn_merge(&j);
     } else if (fused) {
         int items = n * n_kv_heads;

@@ -23,7 +23,7 @@ int cpu_attn_init(cpu_attn *c, int nth);
 void cpu_attn_free(cpu_attn *c);
 /* backend.h's attention on host memory: q [n, n_heads * hd], the caches [pos0 + n, n_kv_heads *
  * hd] in f32 or (kv16) f16, out like q; the pool's threads as at init; affine: a thread's slices of
- * a long cache in row order first (tp_regions, the backend's STRATA_CPU_AFFINE). kv16 only where
+ * a long cache in row order first (tp_run_ranges, the backend's STRATA_CPU_AFFINE). kv16 only where
  * the level has attn and attn_blk and they take the shape (cpu_attn_f16_ok) */
 void cpu_attn_run(cpu_attn *c, const cpu_kernels *k, tpool *pool, int affine, const float *q, const void *kc,
                   const void *vc, int kv16, float *out, int n, int pos0, int n_heads, int n_kv_heads, int head_dim);

@@ -7,7 +7,7 @@
  * tolerance (see cpu_kern.h); STRATA_CPU_REPACK=0 keeps 4-bit weights in the checkpoint's layout
  * (the chunk path) instead of the repacked twin a level with `pk_qmm` builds at first use;
  * STRATA_CPU_FUSE=0 runs each at once; STRATA_CPU_AFFINE=0 deals decode matmul chunks in pool
- * order instead of by thread region (tp_regions); STRATA_CPU_ATTN_SPLIT=0 keeps each kv head's
+ * order instead of by thread range with stealing (tp_run_ranges); STRATA_CPU_ATTN_SPLIT=0 keeps each kv head's
  * cache rows in one task (cpu_attn.c); STRATA_CPU_PREFETCH_NEXT=0 stops the workers' prefetch
  * of the next decode job (prefetch_next); STRATA_CPU_HUGE_BUFS=0 keeps buffers of 2 MB and more
  * (KV caches) in calloc'd 4 KB pages (fast_buf_alloc); STRATA_CPU_AMX=0 keeps prefill off the
@@ -30,10 +30,10 @@
 
 #define ROW_BLOCK 32 /* rows a task runs over all tokens at once in prefill: 14-60 KB of q4 */
 #define SMALL_N 8    /* up to this many tokens (decode, speculative verify) a task is a run of rows */
-#define RUN_BYTES (128 << 10) /* at most this much weight a run when n > 1: its token tiles reread it from L2 */
 #define PK_ROWS 16           /* rows of a repacked block (cpu_q4pack) */
 #define PK_ROW_BLOCK 64      /* rows a prefill task of the repacked path runs over all tokens */
 #define FUSE_MAX 4           /* matmuls of one input held back to run as one job */
+#define DECODE_STEP ((size_t)16 << 10) /* about this much weight a claim of a decode job (mm_quads) */
 
 typedef struct {
     tpool *pool;
@@ -47,7 +47,7 @@ typedef struct {
     size_t act_cap;
     const void *act_src;
     cpu_attn attn; /* attention scratch and switches (cpu_attn.h) */
-    int affine; /* decode matmul chunks and attention slices by thread region (tp_regions) */
+    int affine; /* decode matmul chunks and attention slices by thread range (tp_run_ranges) */
     int huge;   /* buffers of HUGE_BUF_MIN and more in huge pages (fast_buf_alloc) */
     int amx;    /* prefill matmuls on repacked weights on the tile unit (q4_amx.c) */
     int kv16;   /* KV caches in f16 where the level's attention takes them (fast_kv_dtype) */
@@ -168,11 +168,6 @@ static void fast_copy(backend *be, const bk_buf *src, size_t so, bk_buf *dst, si
 
 /* ---- matmul ---- */
 
-/* decode jobs: tasks by thread region (tp_regions), STRATA_CPU_AFFINE=0: in pool order */
-static tp_regions *regions(tp_regions *r, const fast_ctx *c, int n_tasks) {
-    return c->affine ? tp_regions_init(r, c->pool, n_tasks) : NULL;
-}
-
 typedef struct {
     fast_ctx *c;
     const bk_weight *w;
@@ -180,7 +175,6 @@ typedef struct {
     float *y;
     int n;
     const cpu_q4pack *pk; /* the repacked weight, or NULL */
-    tp_regions *reg;      /* decode: tasks by thread region, or NULL */
     int amx;              /* on the tile unit (pk set, n > SMALL_N): row blocks a task (amx_blocks), else 0 */
     const float *glu_u;   /* NULL, or x is a held SwiGLU's gate: x = silu(x) * glu_u row by row first */
 } mm_job;
@@ -277,51 +271,18 @@ static const cpu_q4pack *get_pack(fast_ctx *c, const bk_weight *w) {
     return p;
 }
 
-/* A matmul job counts in units: 16-row blocks on the repacked path, rows on the others. Decode and
- * short batches: a task is a run of units, each read once from memory (rows in quads, so that
- * tiles stay whole); prefill: a task is ROW_BLOCK rows (PK_ROW_BLOCK repacked), kept hot in cache
- * across all tokens. */
-static int mm_units(const mm_job *j) { return j->pk ? j->pk->n_blocks : j->w->rows; }
+/* Prefill: a task is ROW_BLOCK rows (PK_ROW_BLOCK repacked: units of 16-row blocks, rows on the
+ * other paths), kept hot in cache across all tokens. */
 static int mm_unit_rows(const mm_job *j) { return j->pk ? PK_ROWS : 1; }
-
-/* where run `task` of n_tasks even runs over `units` begins (decode on repacked weights, alone or
- * held back as a group; prefetch_next finds a worker's rows by the same split) */
-static int run_lo(int units, int task, int n_tasks) { return (int)((long)units * task / n_tasks); }
-
-static void task_units(const mm_job *j, int task, int n_tasks, int *u0, int *u1) {
-    int units = mm_units(j);
-    if (j->n <= SMALL_N) {
-        if (j->pk) *u0 = run_lo(units, task, n_tasks), *u1 = run_lo(units, task + 1, n_tasks);
-        else split_rows(units, task, n_tasks, u0, u1);
-    } else {
-        int per = j->pk ? PK_ROW_BLOCK / PK_ROWS : ROW_BLOCK;
-        *u0 = task * per;
-        *u1 = *u0 + per < units ? *u0 + per : units;
-    }
+static int mm_task_units(const mm_job *j) { return j->pk ? PK_ROW_BLOCK / PK_ROWS : ROW_BLOCK; }
+static int mm_tasks(const mm_job *j) {
+    int units = j->pk ? j->pk->n_blocks : j->w->rows, per = mm_task_units(j);
+    return (units + per - 1) / per;
 }
 
-static int mm_tasks(const mm_job *j, int nth) {
-    int units = mm_units(j);
-    if (j->n > SMALL_N) {
-        int per = j->pk ? PK_ROW_BLOCK / PK_ROWS : ROW_BLOCK;
-        return (units + per - 1) / per;
-    }
-    int most = j->pk ? units : (units + 3) / 4, t = nth == 1 ? 1 : 4 * nth; /* small tasks balance a busy machine */
-    if (!j->pk && j->n > 1) { /* a run small enough that the second tile of tokens finds it in L2 */
-        size_t bytes = (size_t)j->w->rows * (size_t)j->w->cols * (size_t)(j->w->bits ? j->w->bits : 32) / 8;
-        size_t runs = (bytes + RUN_BYTES - 1) / RUN_BYTES;
-        if (runs > (size_t)t) t = runs > (size_t)most ? most : (int)runs;
-    }
-    return t < most ? t : most;
-}
-
-/* a task of any kernel path: repacked 4-bit, quantized in the checkpoint layout, or dense */
-static void mm_task(void *arg, int task, int n_tasks, int thread) {
-    mm_job *j = arg;
+/* units [u0, u1) of any kernel path (repacked 4-bit, quantized in the checkpoint layout, dense) */
+static void mm_units(const mm_job *j, int u0, int u1) {
     const cpu_kernels *k = j->c->k;
-    int u0, u1;
-    task_units(j, tp_regions_claim(j->reg, task, thread), n_tasks, &u0, &u1);
-    if (u0 >= u1) return;
     if (j->pk) k->pk_qmm(j->pk, &j->c->act, j->y, u0, u1, 0, j->n);
     else if (j->w->bits) k->qmm(j->w, &j->c->act, j->y, u0, u1, 0, j->n);
     else k->dmm(j->w, j->x, j->y, u0, u1, 0, j->n);
@@ -329,10 +290,33 @@ static void mm_task(void *arg, int task, int n_tasks, int thread) {
     add_bias(j->w, j->y, j->n, u0 * mm_unit_rows(j), r1 < j->w->rows ? r1 : j->w->rows);
 }
 
+static void mm_task(void *arg, int task, int n_tasks, int thread) {
+    const mm_job *j = arg;
+    int units = j->pk ? j->pk->n_blocks : j->w->rows, u0 = task * mm_task_units(j), u1 = u0 + mm_task_units(j);
+    (void)n_tasks, (void)thread;
+    mm_units(j, u0, u1 < units ? u1 : units);
+}
+
+/* Decode and short batches (n <= SMALL_N): every row read once from memory, in runs of about
+ * DECODE_STEP bytes by thread range (tp_run_ranges), each thread's one stream; here (the checkpoint
+ * layout and dense weights) over quads of rows, so that tiles stay whole; repacked weights go as a
+ * group job of one (group_now). */
+static void mm_quads(void *arg, int q0, int q1, int thread) {
+    const mm_job *j = arg;
+    (void)thread;
+    mm_units(j, 4 * q0, 4 * q1 < j->w->rows ? 4 * q1 : j->w->rows);
+}
+
+/* the units a decode claim takes, of unit_bytes each */
+static int decode_step(size_t unit_bytes) {
+    size_t st = DECODE_STEP / (unit_bytes ? unit_bytes : 1);
+    return st < 1 ? 1 : st > (1 << 20) ? 1 << 20 : (int)st;
+}
+
 /* Between two decode matmul jobs the caller runs the small ops alone (norms, rope, the KV copies,
  * attention's setup) while a worker would spin; instead, after its last task, it prefetches the
  * start of its region of the next job, whose first rows would otherwise come in cold. The next
- * job is learned: each decode job records where every worker's region starts (tp_regions) in the
+ * job is learned: each decode job records where every worker's range starts (tp_run_ranges) in the
  * previous job's key pack, and runs with its own key's record of what followed it last time (the
  * order of a decode step repeats). +1.4..+3.3% median token in 6 of 7 live A/B runs at the 0.5b
  * shape, 64 KB (2 threads, 2026-11-23); 128 KB the same, the caller's region too no better.
@@ -340,13 +324,12 @@ static void mm_task(void *arg, int task, int n_tasks, int thread) {
 #define PF_NEXT_BYTES (64 << 10)
 
 /* a decode job over the joint block range of np packs (pack i owns blocks [start[i], start[i+1]),
- * n_tasks even runs): the prefetch ranges its workers get (NULL: none), learning as above */
-static const tp_prefetch *prefetch_next(fast_ctx *c, const cpu_q4pack *const *pk, const int *start, int np,
-                                        int n_tasks) {
+ * by thread range): the prefetch ranges its workers get (NULL: none), learning as above */
+static const tp_prefetch *prefetch_next(fast_ctx *c, const cpu_q4pack *const *pk, const int *start, int np) {
     int nth = tp_threads(c->pool);
-    if (!c->pf_bytes || !c->affine || nth < 2 || nth > TP_REGIONS_MAX || nth > TP_PF_MAX || n_tasks < nth) return NULL;
-    for (int w = 1; c->pf_prev && w < nth; w++) { /* worker w's region begins with task n_tasks w / nth */
-        int b = run_lo(start[np], run_lo(n_tasks, w, nth), n_tasks), i = 0;
+    if (!c->pf_bytes || !c->affine || nth < 2 || nth > TP_RANGES_MAX || nth > TP_PF_MAX) return NULL;
+    for (int w = 1; c->pf_prev && w < nth; w++) {
+        int b = tp_range_start(start[np], w, nth), i = 0;
         while (i + 1 < np && b >= start[i + 1]) i++;
         size_t left = (size_t)(start[i + 1] - b) * pk[i]->block_bytes;
         c->pf_prev->next[w].at = (const char *)pk[i]->data + (size_t)(b - start[i]) * pk[i]->block_bytes;
@@ -463,9 +446,64 @@ static void amx_task(void *arg, int task, int n_tasks, int thread) {
     add_bias(j->w, j->y + (size_t)t0 * rows, t1 - t0, b0 * PK_ROWS, b1 * PK_ROWS < rows ? b1 * PK_ROWS : rows);
 }
 
+/* ---- held-back matmuls of one input, run as one job ---- */
+
+typedef struct {
+    fast_ctx *c;
+    int np, n;
+    int start[FUSE_MAX + 1]; /* weight i owns blocks [start[i], start[i+1]) of the joint range */
+    const cpu_q4pack *pk[FUSE_MAX];
+    const bk_weight *w[FUSE_MAX];
+    float *y[FUSE_MAX];
+} group_job;
+
+/* blocks [b0, b1) of the joint range: the blocks of all weights are the same size (same cols and
+ * group), so an even split of the range is an even split of the bytes */
+static void group_blocks(void *arg, int b0, int b1, int thread) {
+    const group_job *g = arg;
+    fast_ctx *c = g->c;
+    (void)thread;
+    for (int i = 0; i < g->np; i++) {
+        int lo = b0 > g->start[i] ? b0 : g->start[i], hi = b1 < g->start[i + 1] ? b1 : g->start[i + 1];
+        if (lo >= hi) continue;
+        lo -= g->start[i], hi -= g->start[i];
+        c->k->pk_qmm(g->pk[i], &c->act, g->y[i], lo, hi, 0, g->n);
+        add_bias(g->w[i], g->y[i], g->n, lo * PK_ROWS, hi * PK_ROWS < g->w[i]->rows ? hi * PK_ROWS : g->w[i]->rows);
+    }
+}
+
+/* a decode job over np repacked weights of one input (np = 1: a matmul alone), whose codes are in
+ * c->act: their joint block range by thread range */
+static void group_now(fast_ctx *c, group_job *g) {
+    tp_run_ranges(c->pool, group_blocks, g, g->start[g->np], decode_step(g->pk[0]->block_bytes), c->affine,
+                  prefetch_next(c, g->pk, g->start, g->np));
+}
+
+static void flush_pending(fast_ctx *c) {
+    int np = c->n_pend;
+    c->n_pend = 0;
+    double t0 = cpu_prof_begin();
+    group_job g = {c, np, c->pend[0].n, {0}, {NULL}, {NULL}, {NULL}};
+    int ok = np > 1;
+    for (int i = 0; ok && i < np; i++) {
+        g.pk[i] = get_pack(c, &c->pend[i].w); /* built at enqueue and unchanged since: a lookup */
+        g.w[i] = &c->pend[i].w;
+        g.y[i] = c->pend[i].y->data;
+        ok = g.pk[i] != NULL;
+        if (ok) g.start[i + 1] = g.start[i] + g.pk[i]->n_blocks;
+    }
+    mm_job j = {c, &c->pend[0].w, c->pend[0].x->data, NULL, g.n, g.pk[0], 0, NULL};
+    if (!ok || !quantize_x(c, &j, c->pend[0].x)) { /* one matmul, or no memory for codes: one by one */
+        for (int i = 0; i < np; i++) matmul_now(c, &c->pend[i].w, c->pend[i].x, c->pend[i].y, c->pend[i].n);
+    } else {
+        group_now(c, &g);
+        cpu_prof_end(t0, "fused", g.start[np] * PK_ROWS, c->pend[0].w.cols, g.n);
+    }
+}
+
 static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf *yb, int n) {
     if (c->act_src == yb->data) c->act_src = NULL;
-    mm_job j = {c, w, xb->data, yb->data, n, NULL, NULL, 0, NULL};
+    mm_job j = {c, w, xb->data, yb->data, n, NULL, 0, NULL};
     int nth = tp_threads(c->pool);
     if (quant_ok(w)) {
         j.pk = get_pack(c, w);
@@ -487,66 +525,18 @@ static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf
         tp_run(c->pool, amx_task, &j, nrb * ((n + amx_tokens(w) - 1) / amx_tokens(w)));
         return;
     }
-    if (quant_ok(w) || (w->bits == 0 && (w->wdtype == BK_F32 || w->wdtype == BK_F16 || w->wdtype == BK_BF16))) {
-        tp_regions r;
-        int t = mm_tasks(&j, nth), start[2] = {0, j.pk ? j.pk->n_blocks : 0};
-        j.reg = n <= SMALL_N ? regions(&r, c, t) : NULL;
-        tp_run_pf(c->pool, mm_task, &j, t, j.pk && n <= SMALL_N ? prefetch_next(c, &j.pk, start, 1, t) : NULL);
+    if (j.pk && n <= SMALL_N) {
+        group_job g = {c, 1, n, {0, j.pk->n_blocks}, {j.pk}, {w}, {j.y}};
+        group_now(c, &g);
+    } else if (quant_ok(w) || (w->bits == 0 && (w->wdtype == BK_F32 || w->wdtype == BK_F16 || w->wdtype == BK_BF16))) {
+        if (n > SMALL_N) {
+            tp_run(c->pool, mm_task, &j, mm_tasks(&j));
+            return;
+        }
+        size_t row_bytes = (size_t)w->cols * (w->bits ? (size_t)w->bits : w->wdtype == BK_F32 ? 32 : 16) / 8;
+        tp_run_ranges(c->pool, mm_quads, &j, (w->rows + 3) / 4, decode_step(4 * row_bytes), c->affine, NULL);
     } else {
         tp_run(c->pool, slow_job, &j, nth);
-    }
-}
-
-/* ---- held-back matmuls of one input, run as one job ---- */
-
-typedef struct {
-    fast_ctx *c;
-    int np, n;
-    int start[FUSE_MAX + 1]; /* weight i owns blocks [start[i], start[i+1]) of the joint range */
-    const cpu_q4pack *pk[FUSE_MAX];
-    tp_regions *reg;
-} group_job;
-
-/* a task is a run of the joint block range: the blocks of all weights are the same size (same
- * cols and group), so an even split of the range is an even split of the bytes */
-static void group_run(void *arg, int task, int n_tasks, int thread) {
-    group_job *g = arg;
-    fast_ctx *c = g->c;
-    int total = g->start[g->np];
-    task = tp_regions_claim(g->reg, task, thread);
-    int b0 = run_lo(total, task, n_tasks), b1 = run_lo(total, task + 1, n_tasks);
-    for (int i = 0; i < g->np; i++) {
-        int lo = b0 > g->start[i] ? b0 : g->start[i], hi = b1 < g->start[i + 1] ? b1 : g->start[i + 1];
-        if (lo >= hi) continue;
-        lo -= g->start[i], hi -= g->start[i];
-        const bk_weight *w = &c->pend[i].w;
-        float *y = c->pend[i].y->data;
-        c->k->pk_qmm(g->pk[i], &c->act, y, lo, hi, 0, g->n);
-        add_bias(w, y, g->n, lo * PK_ROWS, hi * PK_ROWS < w->rows ? hi * PK_ROWS : w->rows);
-    }
-}
-
-static void flush_pending(fast_ctx *c) {
-    int np = c->n_pend;
-    c->n_pend = 0;
-    double t0 = cpu_prof_begin();
-    group_job g = {c, np, c->pend[0].n, {0}, {NULL}, NULL};
-    int ok = np > 1;
-    for (int i = 0; ok && i < np; i++) {
-        g.pk[i] = get_pack(c, &c->pend[i].w); /* built at enqueue and unchanged since: a lookup */
-        ok = g.pk[i] != NULL;
-        if (ok) g.start[i + 1] = g.start[i] + g.pk[i]->n_blocks;
-    }
-    mm_job j = {c, &c->pend[0].w, c->pend[0].x->data, NULL, g.n, g.pk[0], NULL, 0, NULL};
-    if (!ok || !quantize_x(c, &j, c->pend[0].x)) { /* one matmul, or no memory for codes: one by one */
-        for (int i = 0; i < np; i++) matmul_now(c, &c->pend[i].w, c->pend[i].x, c->pend[i].y, c->pend[i].n);
-    } else {
-        int nth = tp_threads(c->pool), total = g.start[np], t = nth == 1 ? 1 : 4 * nth;
-        tp_regions r;
-        t = t < total ? t : total;
-        g.reg = regions(&r, c, t);
-        tp_run_pf(c->pool, group_run, &g, t, prefetch_next(c, g.pk, g.start, np, t));
-        cpu_prof_end(t0, "fused", g.start[np] * PK_ROWS, c->pend[0].w.cols, g.n);
     }
 }
 

@@ -32,22 +32,20 @@ typedef struct {
 #define TP_PF_MAX 16 /* threads a pool prefetches for; tp_run_pf ignores pf on a larger pool */
 void tp_run_pf(tpool *p, tp_fn fn, void *arg, int n_tasks, const tp_prefetch *pf);
 
-/* Tasks by thread region, for jobs whose tasks are runs of one stream of memory (decode matmul
- * chunks, attention slices): a job's fn maps the task it was handed to one taken from its thread's
- * own region first (region r = tasks [n r / threads, n (r+1) / threads): each thread then reads
- * one contiguous run, its prefetch running on from one task into the next, where tasks in pool
- * order alternate between threads and each starts cold), then from the front of the others' (a
- * late thread's share). As many tasks as handed out, so every call finds one. One per job, owned
- * by the job (it outlives no tp_run). */
-#define TP_REGIONS_MAX 16
-typedef struct {
-    int n, nreg;
-    atomic_int next[TP_REGIONS_MAX];
-} tp_regions;
-/* r ready for n_tasks tasks of a job on p; NULL (tasks in pool order) when p has one thread or
- * more than TP_REGIONS_MAX, or fewer tasks than threads */
-tp_regions *tp_regions_init(tp_regions *r, const tpool *p, int n_tasks);
-/* the task to run for the handed-out `task` on `thread`; r NULL: task */
-int tp_regions_claim(tp_regions *r, int task, int thread);
+/* A job over `units` equal units of one stream of memory (decode matmul row blocks, attention
+ * slices), by thread range: thread t owns units [units t / n, units (t+1) / n) and takes them from
+ * the front, `step` at a time, so that it reads one contiguous run (its prefetch running on from
+ * one claim into the next, where units in pool order alternate between threads and each starts
+ * cold); a thread whose range is empty takes the upper half of what another has left and goes on
+ * from there, its range now. The threads then end within about a step of each other (a late
+ * thread's share is taken over as it is), where whole tasks a region left the thread that drew a
+ * region's last task alone for up to a task. fn(arg, u0, u1, thread) runs units [u0, u1); every
+ * unit runs once before tp_run_ranges returns. pf as tp_run_pf's. by_thread 0, or a pool of more
+ * than TP_RANGES_MAX threads: runs of `step` units in pool order instead. */
+#define TP_RANGES_MAX 16
+typedef void (*tp_range_fn)(void *arg, int u0, int u1, int thread);
+void tp_run_ranges(tpool *p, tp_range_fn fn, void *arg, int units, int step, int by_thread, const tp_prefetch *pf);
+/* where thread t's range of a job over `units` begins (its first reads) */
+int tp_range_start(int units, int t, int n_threads);
 
 #endif
