@@ -315,11 +315,11 @@ static int decode_step(size_t unit_bytes) {
 
 /* Between two decode matmul jobs the caller runs the small ops alone (norms, rope, the KV copies,
  * attention's setup) while a worker would spin; instead, after its last task, it prefetches the
- * start of its region of the next job, whose first rows would otherwise come in cold. The next
+ * start of its range of the next job, whose first rows would otherwise come in cold. The next
  * job is learned: each decode job records where every worker's range starts (tp_run_ranges) in the
  * previous job's key pack, and runs with its own key's record of what followed it last time (the
  * order of a decode step repeats). +1.4..+3.3% median token in 6 of 7 live A/B runs at the 0.5b
- * shape, 64 KB (2 threads, 2026-11-23); 128 KB the same, the caller's region too no better.
+ * shape, 64 KB (2 threads, 2026-11-23); 128 KB the same, the caller's range too no better.
  * STRATA_CPU_PREFETCH_NEXT=0: off. */
 #define PF_NEXT_BYTES (64 << 10)
 

@@ -10,7 +10,7 @@
  * the avx512 level builds at a weight's first matmul (same bytes again in memory);
  * STRATA_CPU_FUSE=0 runs matmuls of one input one by one instead of as one job;
  * STRATA_CPU_AFFINE=0 deals decode matmul chunks to threads in pool order instead of by thread
- * region; STRATA_CPU_ATTN_SPLIT=0 keeps a long cache's rows of a kv head in one task;
+ * range; STRATA_CPU_ATTN_SPLIT=0 keeps a long cache's rows of a kv head in one task;
  * STRATA_CPU_PREFETCH_NEXT=0 stops the workers' prefetch of the next decode matmul;
  * STRATA_CPU_HUGE_BUFS=0 allocates buffers of 2 MB and more (KV caches) with calloc instead of in
  * transparent huge pages; STRATA_CPU_AMX=0 keeps prefill matmuls (more than 8 tokens) on the
