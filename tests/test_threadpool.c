@@ -53,7 +53,10 @@ static tally *tally_new(int units, int step, int sleeper, int n_threads) {
     tally *t = calloc(1, sizeof *t);
     if (!t) abort();
     t->units = units, t->step = step, t->sleeper = sleeper;
-    if (sleeper >= 0) t->home_lo = tp_range_start(units, sleeper, n_threads), t->home_hi = tp_range_start(units, sleeper + 1, n_threads);
+    if (sleeper >= 0) {
+        t->home_lo = tp_range_start(units, sleeper, n_threads);
+        t->home_hi = tp_range_start(units, sleeper + 1, n_threads);
+    }
     for (int i = 0; i < 16; i++) atomic_init(&t->first[i], -1);
     return t;
 }
