@@ -41,7 +41,7 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-static void claim_tasks(tpool *p, int thread) {
+static void claim_tasks(tpool *p, int thread, unsigned gen) {
     int done = 0;
     for (;;) {
         /* acquire pairs with tp_run's release store: a claim of the new job sees its fn and arg,
@@ -56,7 +56,12 @@ static void claim_tasks(tpool *p, int thread) {
     tp_prefetch pf;
     if (has_pf) pf = p->pf[thread];
     atomic_fetch_add_explicit(&p->finished, done, memory_order_release);
-    for (size_t o = 0; has_pf && o < pf.bytes; o += 64) __builtin_prefetch(pf.at + o, 0, 2);
+    /* until the next job comes (looked at every 1 KB): its first rows are the ones being fetched,
+     * and its kernel prefetches on from there */
+    for (size_t o = 0; has_pf && o < pf.bytes; o += 64) {
+        if (!(o & 1023) && atomic_load_explicit(&p->gen, memory_order_relaxed) != gen) break;
+        __builtin_prefetch(pf.at + o, 0, 2);
+    }
 }
 
 static void *worker(void *varg) {
@@ -80,7 +85,7 @@ static void *worker(void *varg) {
         }
         seen = g;
         if (atomic_load(&p->stop)) break;
-        claim_tasks(p, wa.ith);
+        claim_tasks(p, wa.ith, g);
     }
     return NULL;
 }
@@ -144,7 +149,7 @@ void tp_run_pf(tpool *p, tp_fn fn, void *arg, int n_tasks, const tp_prefetch *pf
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
     }
-    claim_tasks(p, 0);
+    claim_tasks(p, 0, 0); /* the caller prefetches nothing */
     /* only tasks a worker claimed and has not finished remain */
     for (int spins = 0; atomic_load_explicit(&p->finished, memory_order_acquire) < n_tasks; spins++) {
         if (spins < TP_PAUSES) cpu_relax();
