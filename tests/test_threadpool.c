@@ -1,7 +1,8 @@
 /* The cpu backend's thread pool: tp_run gives every task to exactly one thread, and
- * tp_run_ranges hands out every unit exactly once (in pool order in runs of `step`), a thread with
- * nothing left taking over part of a late thread's range. Counted directly (each unit's runs and
- * the thread that ran it), on pools of 1 to 5 threads. */
+ * tp_run_ranges hands out every unit exactly once (in pool order in runs of `step`, or of a
+ * quarter of a thread's share where that is more), a thread with nothing left taking over part of
+ * a late thread's range. Counted directly (each unit's runs and the thread that ran it), on pools
+ * of 1 to 5 threads. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
@@ -15,8 +16,8 @@ typedef struct {
     atomic_int hits[MAX_UNITS];
     atomic_int owner[MAX_UNITS]; /* the thread that ran the unit */
     atomic_int first[16];        /* the first unit each thread was handed, -1: none */
-    atomic_int bad_claims;       /* claims out of [0, units), empty, or (in pool order) longer than step */
-    int units, step, by_thread;
+    atomic_int bad_claims;       /* claims out of [0, units), empty, or (in pool order) longer than a run */
+    int units, step, by_thread, run;
     int sleeper;         /* >= 0: this thread waits at its first claim until another runs a unit of its range */
     int home_lo, home_hi; /* the sleeper's range */
     atomic_int stolen;   /* set when that happened */
@@ -29,7 +30,7 @@ static void sleep_ms(int ms) {
 
 static void count_units(void *arg, int u0, int u1, int thread) {
     tally *t = arg;
-    if (u0 < 0 || u1 > t->units || u0 >= u1 || (!t->by_thread && u1 - u0 > t->step)) {
+    if (u0 < 0 || u1 > t->units || u0 >= u1 || (!t->by_thread && u1 - u0 > t->run)) {
         atomic_fetch_add(&t->bad_claims, 1);
         return;
     }
@@ -66,6 +67,7 @@ static tally *tally_new(int units, int step, int sleeper, int n_threads) {
 static int check_ranges(tpool *p, int units, int step, int by_thread, int sleeper) {
     tally *t = tally_new(units, step, sleeper, tp_threads(p));
     t->by_thread = by_thread;
+    t->run = units / (4 * tp_threads(p)) > step ? units / (4 * tp_threads(p)) : step;
     tp_run_ranges(p, count_units, t, units, step, by_thread, NULL);
     int n = tp_threads(p), once = 0, taken = 0;
     for (int u = 0; u < units; u++) {

@@ -228,7 +228,8 @@ void tp_run_ranges(tpool *p, tp_range_fn fn, void *arg, int units, int step, int
     if (units <= 0) return;
     if (step < 1) step = 1;
     range_job j = {fn, arg, units, step, by_thread && p->n > 1 && p->n <= TP_RANGES_MAX ? p->n : 0, {{0}}};
+    if (!j.n && units / (4 * p->n) > step) j.step = units / (4 * p->n); /* in pool order: 4 runs a thread at least */
     for (int i = 0; i < j.n; i++)
         atomic_init(&j.reg[i].span, span_of(tp_range_start(units, i, j.n), tp_range_start(units, i + 1, j.n)));
-    tp_run_pf(p, range_task, &j, j.n ? j.n : (units + step - 1) / step, pf);
+    tp_run_pf(p, range_task, &j, j.n ? j.n : (units + j.step - 1) / j.step, pf);
 }

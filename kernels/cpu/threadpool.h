@@ -42,7 +42,7 @@ void tp_run_pf(tpool *p, tp_fn fn, void *arg, int n_tasks, const tp_prefetch *pf
  * thread region, before, left the thread that drew a region's last task alone for up to a task).
  * fn(arg, u0, u1, thread) runs units [u0, u1); every unit runs once before tp_run_ranges returns.
  * pf as tp_run_pf's. by_thread 0, or a pool of more than TP_RANGES_MAX threads: runs of `step`
- * units in pool order instead. */
+ * units in pool order instead, 4 runs a thread where that is more than `step`. */
 #define TP_RANGES_MAX 16
 typedef void (*tp_range_fn)(void *arg, int u0, int u1, int thread);
 void tp_run_ranges(tpool *p, tp_range_fn fn, void *arg, int units, int step, int by_thread, const tp_prefetch *pf);
