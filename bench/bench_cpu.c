@@ -5,11 +5,11 @@
  *             [--ab] [--ab-var NAME] [--ab-live NAME[=VALUE]] [--rounds N] [--side-probe] [--side-warm]
  *             [--kv-cap N]
  *
- * (1) read bandwidth, 1 thread and all threads; (2) q4 matvec and matmul GB/s and GFLOP/s at the
- * matrix shapes of qwen2.5-0.5b, llama-3.2-1b and qwen2.5-7b (random weights in memory, copies
- * cycled so they never sit in cache), and for n <= 8 also q+k+v and gate+up issued on one input
- * as decode issues them (the backend runs them as one job); (3) whole-model prefill and decode tok/s on generated
- * checkpoints (or --model DIR), with the effective weight bandwidth of decode
+ * (1) read bandwidth, 1 thread and all threads; (2) q4 matvec and matmul GB/s, GFLOP/s and GB/s
+ * over (1) ("of bw") at the matrix shapes of qwen2.5-0.5b, llama-3.2-1b and qwen2.5-7b (random
+ * weights in memory, copies cycled so they never sit in cache), and for n <= 8 also q+k+v and
+ * gate+up issued on one input as decode issues them (the backend runs them as one job); (3)
+ * whole-model prefill and decode tok/s on generated checkpoints (or --model DIR), with the effective weight bandwidth of decode
  * (weight bytes read per token x tok/s) against the measured bandwidth. Table on stdout, JSON
  * with --json.
  *
@@ -626,8 +626,8 @@ int main(int argc, char **argv) {
     json_object_set_new(root, "read_bandwidth", jbw);
 
     /* (2) */
-    printf("%-13s %-8s %15s %5s %4s | %8s %6s %7s | %8s %6s %7s\n", "model", "matrix", "rows x cols", "n", "path", "1 thr", "GB/s",
-           "GFLOP/s", "all thr", "GB/s", "GFLOP/s");
+    printf("%-13s %-8s %15s %5s %4s | %8s %6s %7s %5s | %8s %6s %7s %5s\n", "model", "matrix", "rows x cols", "n", "path",
+           "1 thr", "GB/s", "GFLOP/s", "of bw", "all thr", "GB/s", "GFLOP/s", "of bw");
     json_t *jmm = json_array();
     backend *b1[2] = {NULL, NULL}, *bn[2] = {NULL, NULL};
     for (int v = 0; v < n_var; v++) {
@@ -657,9 +657,11 @@ int main(int argc, char **argv) {
                     double t1 = time_matmul(b1[v], ms, n, n == 1 ? 20 : 2);
                     double tn = time_matmul(bn[v], ms, n, n == 1 ? 20 : 2);
                     const char *path = path_name[var_repack[v] < 0 ? 2 : var_repack[v]];
-                    printf("%-13s %-8s %7d x %-6d %5d %4s | %6.3fms %6.1f %7.1f | %6.3fms %6.1f %7.1f\n", shapes[s].model, ms->name,
-                           ms->rows, ms->cols, n, path, t1 * 1e3, bytes / t1 / 1e9, flops / t1 / 1e9, tn * 1e3, bytes / tn / 1e9,
-                           flops / tn / 1e9);
+                    /* of bw: weight bytes a second over the probe of as many threads (the issue's matvec target) */
+                    printf("%-13s %-8s %7d x %-6d %5d %4s | %6.3fms %6.1f %7.1f %4.0f%% | %6.3fms %6.1f %7.1f %4.0f%%\n",
+                           shapes[s].model, ms->name, ms->rows, ms->cols, n, path, t1 * 1e3, bytes / t1 / 1e9, flops / t1 / 1e9,
+                           100.0 * bytes / t1 / 1e9 / bw1, tn * 1e3, bytes / tn / 1e9, flops / tn / 1e9,
+                           100.0 * bytes / tn / 1e9 / bwn);
                     json_t *e = json_object();
                     json_object_set_new(e, "path", json_string(path));
                     json_object_set_new(e, "model", json_string(shapes[s].model));
@@ -669,9 +671,11 @@ int main(int argc, char **argv) {
                     json_object_set_new(e, "n", json_integer(n));
                     json_object_set_new(e, "ms_1", json_real(t1 * 1e3));
                     json_object_set_new(e, "gbs_1", json_real(bytes / t1 / 1e9));
+                    json_object_set_new(e, "fraction_of_bandwidth_1", json_real(bytes / t1 / 1e9 / bw1));
                     json_object_set_new(e, "gflops_1", json_real(flops / t1 / 1e9));
                     json_object_set_new(e, "ms_all", json_real(tn * 1e3));
                     json_object_set_new(e, "gbs_all", json_real(bytes / tn / 1e9));
+                    json_object_set_new(e, "fraction_of_bandwidth_all", json_real(bytes / tn / 1e9 / bwn));
                     json_object_set_new(e, "gflops_all", json_real(flops / tn / 1e9));
                     json_array_append_new(jmm, e);
                 }
