@@ -9,9 +9,9 @@
  * over (1) ("of bw") at the matrix shapes of qwen2.5-0.5b, llama-3.2-1b and qwen2.5-7b (random
  * weights in memory, copies cycled so they never sit in cache), and for n <= 8 also q+k+v and
  * gate+up issued on one input as decode issues them (the backend runs them as one job); (3)
- * whole-model prefill and decode tok/s on generated checkpoints (or --model DIR), with the effective weight bandwidth of decode
- * (weight bytes read per token x tok/s) against the measured bandwidth. Table on stdout, JSON
- * with --json.
+ * whole-model prefill and decode tok/s on generated checkpoints (or --model DIR), with the
+ * effective weight bandwidth of decode (weight bytes read per token x tok/s) against the measured
+ * bandwidth. Table on stdout, JSON with --json.
  *
  * --ab: every matmul and model row twice, alternating, with the 4-bit weights in the checkpoint
  * layout ("old", STRATA_CPU_REPACK=0) and repacked ("new", the default): a before/after in one
