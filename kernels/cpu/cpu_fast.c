@@ -274,11 +274,9 @@ static const cpu_q4pack *get_pack(fast_ctx *c, const bk_weight *w) {
 /* Prefill: a task is ROW_BLOCK rows (PK_ROW_BLOCK repacked: units of 16-row blocks, rows on the
  * other paths), kept hot in cache across all tokens. */
 static int mm_unit_rows(const mm_job *j) { return j->pk ? PK_ROWS : 1; }
+static int mm_unit_count(const mm_job *j) { return j->pk ? j->pk->n_blocks : j->w->rows; }
 static int mm_task_units(const mm_job *j) { return j->pk ? PK_ROW_BLOCK / PK_ROWS : ROW_BLOCK; }
-static int mm_tasks(const mm_job *j) {
-    int units = j->pk ? j->pk->n_blocks : j->w->rows, per = mm_task_units(j);
-    return (units + per - 1) / per;
-}
+static int mm_tasks(const mm_job *j) { return (mm_unit_count(j) + mm_task_units(j) - 1) / mm_task_units(j); }
 
 /* units [u0, u1) of any kernel path (repacked 4-bit, quantized in the checkpoint layout, dense) */
 static void mm_units(const mm_job *j, int u0, int u1) {
@@ -292,9 +290,9 @@ static void mm_units(const mm_job *j, int u0, int u1) {
 
 static void mm_task(void *arg, int task, int n_tasks, int thread) {
     const mm_job *j = arg;
-    int units = j->pk ? j->pk->n_blocks : j->w->rows, u0 = task * mm_task_units(j), u1 = u0 + mm_task_units(j);
+    int u0 = task * mm_task_units(j), u1 = u0 + mm_task_units(j);
     (void)n_tasks, (void)thread;
-    mm_units(j, u0, u1 < units ? u1 : units);
+    mm_units(j, u0, u1 < mm_unit_count(j) ? u1 : mm_unit_count(j));
 }
 
 /* Decode and short batches (n <= SMALL_N): every row read once from memory, in runs of about
@@ -533,7 +531,7 @@ static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf
             tp_run(c->pool, mm_task, &j, mm_tasks(&j));
             return;
         }
-        size_t row_bytes = (size_t)w->cols * (w->bits ? (size_t)w->bits : w->wdtype == BK_F32 ? 32 : 16) / 8;
+        size_t row_bytes = w->bits ? (size_t)w->cols * (size_t)w->bits / 8 : (size_t)w->cols * bk_dtype_size(w->wdtype);
         tp_run_ranges(c->pool, mm_quads, &j, (w->rows + 3) / 4, decode_step(4 * row_bytes), c->affine, NULL);
     } else {
         tp_run(c->pool, slow_job, &j, nth);
