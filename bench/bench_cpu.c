@@ -657,11 +657,11 @@ int main(int argc, char **argv) {
                     double t1 = time_matmul(b1[v], ms, n, n == 1 ? 20 : 2);
                     double tn = time_matmul(bn[v], ms, n, n == 1 ? 20 : 2);
                     const char *path = path_name[var_repack[v] < 0 ? 2 : var_repack[v]];
+                    const double gbs1 = bytes / t1 / 1e9, gbsn = bytes / tn / 1e9;
                     /* of bw: weight bytes a second over the probe of as many threads (the matvec target) */
                     printf("%-13s %-8s %7d x %-6d %5d %4s | %6.3fms %6.1f %7.1f %4.0f%% | %6.3fms %6.1f %7.1f %4.0f%%\n",
-                           shapes[s].model, ms->name, ms->rows, ms->cols, n, path, t1 * 1e3, bytes / t1 / 1e9, flops / t1 / 1e9,
-                           100.0 * bytes / t1 / 1e9 / bw1, tn * 1e3, bytes / tn / 1e9, flops / tn / 1e9,
-                           100.0 * bytes / tn / 1e9 / bwn);
+                           shapes[s].model, ms->name, ms->rows, ms->cols, n, path, t1 * 1e3, gbs1, flops / t1 / 1e9,
+                           100.0 * gbs1 / bw1, tn * 1e3, gbsn, flops / tn / 1e9, 100.0 * gbsn / bwn);
                     json_t *e = json_object();
                     json_object_set_new(e, "path", json_string(path));
                     json_object_set_new(e, "model", json_string(shapes[s].model));
@@ -670,12 +670,12 @@ int main(int argc, char **argv) {
                     json_object_set_new(e, "cols", json_integer(ms->cols));
                     json_object_set_new(e, "n", json_integer(n));
                     json_object_set_new(e, "ms_1", json_real(t1 * 1e3));
-                    json_object_set_new(e, "gbs_1", json_real(bytes / t1 / 1e9));
-                    json_object_set_new(e, "fraction_of_bandwidth_1", json_real(bytes / t1 / 1e9 / bw1));
+                    json_object_set_new(e, "gbs_1", json_real(gbs1));
+                    json_object_set_new(e, "fraction_of_bandwidth_1", json_real(gbs1 / bw1));
                     json_object_set_new(e, "gflops_1", json_real(flops / t1 / 1e9));
                     json_object_set_new(e, "ms_all", json_real(tn * 1e3));
-                    json_object_set_new(e, "gbs_all", json_real(bytes / tn / 1e9));
-                    json_object_set_new(e, "fraction_of_bandwidth_all", json_real(bytes / tn / 1e9 / bwn));
+                    json_object_set_new(e, "gbs_all", json_real(gbsn));
+                    json_object_set_new(e, "fraction_of_bandwidth_all", json_real(gbsn / bwn));
                     json_object_set_new(e, "gflops_all", json_real(flops / tn / 1e9));
                     json_array_append_new(jmm, e);
                 }
