@@ -13,6 +13,9 @@ DEBIAN_PACKAGES=(
 # the discovery test across network namespaces; clang and its libFuzzer runtime for the fuzz
 # targets' short runs
 TEST_PACKAGES=(avahi-daemon dbus iproute2 clang libclang-rt-14-dev)
+# the aarch64 (NEON) kernels' test on an x86-64 machine (tests/test_neon_qemu.sh): Debian's cross
+# compilers, qemu's user-mode emulator and jansson for arm64 (multiarch: adds the arm64 architecture)
+CROSS_PACKAGES=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libjansson-dev:arm64)
 
 if [ "$(uname -s)" = "Darwin" ]; then
   echo "macOS: install the libraries with Homebrew, then re-run:"
@@ -52,5 +55,13 @@ if [ "${1:-}" = "--test" ]; then
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing (tests only): ${missing[*]}"
     install "${missing[@]}" || echo "deps.sh: could not install ${missing[*]}: the tests that need them will be skipped"
+  fi
+  if [ "$(uname -m)" = x86_64 ]; then
+    read -r -a missing <<<"$(not_installed "${CROSS_PACKAGES[@]}" | tr '\n' ' ')"
+    if [ ${#missing[@]} -gt 0 ]; then
+      echo "installing (aarch64 test): ${missing[*]}"
+      if ! dpkg --print-foreign-architectures | grep -qx arm64; then $SUDO dpkg --add-architecture arm64 && updated=0; fi
+      install "${missing[@]}" || echo "deps.sh: could not install ${missing[*]}: the aarch64 test will be skipped"
+    fi
   fi
 fi

@@ -2,7 +2,7 @@
  * the CPU has, picked at run time, and a thread pool that splits rows (matmul) or tokens and
  * heads (attention, norms) across the cores. Ops run on the caller's thread plus the pool as
  * they are issued, but decode matmuls of one input wait for the next other op (fast_ctx.pend).
- * STRATA_CPU_LEVEL=scalar|avx2|avx512 forces a level (the tests cover each one the machine
+ * STRATA_CPU_LEVEL=scalar|avx2|avx512|neon|neon-dot forces a level (the tests cover each one the machine
  * has); STRATA_CPU_PLANES=1 trades the second activation plane for speed outside the contract's
  * tolerance (see cpu_kern.h); STRATA_CPU_REPACK=0 keeps 4-bit weights in the checkpoint's layout
  * (the chunk path) instead of the repacked twin a level with `pk_qmm` builds at first use;
@@ -19,6 +19,12 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#if defined(__aarch64__) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#elif defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
 
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_attn.h"
@@ -836,6 +842,21 @@ static const backend_ops fast_ops = {
 
 /* ---- levels ---- */
 
+#if defined(__aarch64__)
+/* whether the CPU has the ARMv8.2 dot-product instructions (sdot), as the OS reports them */
+static int cpu_has_dotprod(void) {
+#if defined(__APPLE__)
+    int v = 0;
+    size_t len = sizeof v;
+    return !sysctlbyname("hw.optional.arm.FEAT_DotProd", &v, &len, NULL, 0) && v;
+#elif defined(__linux__)
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+    return 0;
+#endif
+}
+#endif
+
 int cpu_fast_has_level(const char *name) {
     if (!strcmp(name, "scalar")) return 1;
 #if defined(__x86_64__)
@@ -847,6 +868,10 @@ int cpu_fast_has_level(const char *name) {
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                __builtin_cpu_supports("avx512vnni");
 #endif
+#if defined(__aarch64__)
+    if (!strcmp(name, "neon")) return 1;
+    if (!strcmp(name, "neon-dot")) return cpu_has_dotprod();
+#endif
     return 0;
 }
 
@@ -855,15 +880,29 @@ static const cpu_kernels *level_kernels(const char *name) {
     if (!strcmp(name, "avx512")) return &cpu_kern_avx512;
     if (!strcmp(name, "avx2")) return &cpu_kern_avx2;
 #endif
+#if defined(__aarch64__)
+    if (!strcmp(name, "neon-dot")) return &cpu_kern_neon_1;
+    if (!strcmp(name, "neon")) return &cpu_kern_neon_0;
+#endif
     (void)name;
     return &cpu_kern_scalar;
 }
 
+/* the levels, best first: the first one this CPU has is the default */
+static const char *const levels[] = {"avx512", "avx2", "neon-dot", "neon", "scalar"};
+
 static const cpu_kernels *pick_level(strata_err *err) {
     const char *want = getenv("STRATA_CPU_LEVEL");
+    const int n = (int)(sizeof levels / sizeof levels[0]);
     if (want && *want) {
-        if (strcmp(want, "scalar") && strcmp(want, "avx2") && strcmp(want, "avx512")) {
-            err_set(err, "STRATA_CPU_LEVEL=%s: unknown level (known: scalar, avx2, avx512)", want);
+        int known = 0;
+        char names[64] = "";
+        for (int i = 0; i < n; i++) {
+            known |= !strcmp(want, levels[i]);
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", levels[i]);
+        }
+        if (!known) {
+            err_set(err, "STRATA_CPU_LEVEL=%s: unknown level (known: %s)", want, names);
             return NULL;
         }
         if (!cpu_fast_has_level(want)) {
@@ -872,8 +911,8 @@ static const cpu_kernels *pick_level(strata_err *err) {
         }
         return level_kernels(want);
     }
-    if (cpu_fast_has_level("avx512")) return level_kernels("avx512");
-    if (cpu_fast_has_level("avx2")) return level_kernels("avx2");
+    for (int i = 0; i < n; i++)
+        if (cpu_fast_has_level(levels[i])) return level_kernels(levels[i]);
     return &cpu_kern_scalar;
 }
 

@@ -4,7 +4,7 @@
 
 #include "kernels/backend.h"
 
-/* n_threads <= 0: one per online core. STRATA_CPU_LEVEL=scalar|avx2|avx512 forces a SIMD
+/* n_threads <= 0: one per online core. STRATA_CPU_LEVEL=scalar|avx2|avx512|neon|neon-dot forces a SIMD
  * level (failing if the CPU lacks it); STRATA_CPU_PLANES=1 uses one activation plane;
  * STRATA_CPU_REPACK=0 reads 4-bit weights in the checkpoint layout instead of the repacked copy
  * the avx512 level builds at a weight's first matmul (same bytes again in memory);

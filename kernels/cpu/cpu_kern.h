@@ -145,6 +145,11 @@ void cpu_q4p_qmm(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b
 extern const cpu_kernels cpu_kern_avx2;
 extern const cpu_kernels cpu_kern_avx512;
 #endif
+#if defined(__aarch64__)
+/* the NEON levels (q_neon_impl.h): base NEON, and with the ARMv8.2 dot product */
+extern const cpu_kernels cpu_kern_neon_0;
+extern const cpu_kernels cpu_kern_neon_1;
+#endif
 /* AMX prefill over repacked 4-bit weights of groups 64 and 128 with at most 32 AMX_BIAS_STEPS
  * groups a row (q4_amx.c; stubs where the platform has none): whether this CPU and OS run it
  * (AMX-INT8 and AMX-BF16; asks the kernel for the tile state once), the bytes and layout of

@@ -1,0 +1,6 @@
+/* The NEON level: every aarch64 CPU (the kernels are q_neon_impl.h's). */
+#if defined(__aarch64__)
+#define NEON_DOT 0
+#define NEON_LEVEL "neon"
+#include "kernels/cpu/q_neon_impl.h"
+#endif
