@@ -881,8 +881,8 @@ static const cpu_kernels *level_kernels(const char *name) {
     if (!strcmp(name, "avx2")) return &cpu_kern_avx2;
 #endif
 #if defined(__aarch64__)
-    if (!strcmp(name, "neon-dot")) return &cpu_kern_neon_1;
-    if (!strcmp(name, "neon")) return &cpu_kern_neon_0;
+    if (!strcmp(name, "neon-dot")) return &cpu_kern_neon_dot;
+    if (!strcmp(name, "neon")) return &cpu_kern_neon;
 #endif
     (void)name;
     return &cpu_kern_scalar;

@@ -129,6 +129,35 @@ static inline size_t attn_blk_scratch(int tb, int group, int len0, int hd) {
     return (size_t)tb * (size_t)group * (size_t)((len0 + tb - 1 + 15) & ~15) + 16 * (size_t)hd;
 }
 
+/* The planar qmm of a level built on a tile kernel `tile(w, a, y, r, t, R, T, bits, planes)` (rows
+ * [r, r + R), tokens [t, t + T), R <= 4, T <= 2, the last three constants): defines the static
+ * `name(w, a, y, r0, r1, t0, t1)` of cpu_kernels.qmm, which walks 4-row x 2-token tiles, then single
+ * rows and tokens, in one copy per bit width and plane count (attr: the level's target attribute) */
+#define CPU_QMM_TILED(attr, name, tile, bits, planes)                                                                      \
+    static attr void name##_##bits##_##planes(const bk_weight *w, const cpu_qact *a, float *y, int r0, int r1, int t0,  \
+                                              int t1) {                                                                 \
+        int t = t0;                                                                                                     \
+        for (; t + 2 <= t1; t += 2) {                                                                                   \
+            int r = r0;                                                                                                 \
+            for (; r + 4 <= r1; r += 4) tile(w, a, y, r, t, 4, 2, bits, planes);                                       \
+            for (; r < r1; r++) tile(w, a, y, r, t, 1, 2, bits, planes);                                               \
+        }                                                                                                               \
+        for (; t < t1; t++) {                                                                                           \
+            int r = r0;                                                                                                 \
+            for (; r + 4 <= r1; r += 4) tile(w, a, y, r, t, 4, 1, bits, planes);                                       \
+            for (; r < r1; r++) tile(w, a, y, r, t, 1, 1, bits, planes);                                               \
+        }                                                                                                               \
+    }
+#define CPU_QMM_LEVEL(attr, name, tile)                                                                                 \
+    CPU_QMM_TILED(attr, name, tile, 4, 1)                                                                               \
+    CPU_QMM_TILED(attr, name, tile, 4, 2)                                                                               \
+    CPU_QMM_TILED(attr, name, tile, 8, 1)                                                                               \
+    CPU_QMM_TILED(attr, name, tile, 8, 2)                                                                               \
+    static void name(const bk_weight *w, const cpu_qact *a, float *y, int r0, int r1, int t0, int t1) {                 \
+        if (w->bits == 4) (a->planes == 2 ? name##_4_2 : name##_4_1)(w, a, y, r0, r1, t0, t1);                        \
+        else (a->planes == 2 ? name##_8_2 : name##_8_1)(w, a, y, r0, r1, t0, t1);                                     \
+    }
+
 extern const cpu_kernels cpu_kern_scalar;
 /* the portable quantizer and swiglu, reused by levels without their own */
 void cpu_quant_portable(const float *x, cpu_qact *a, int t0, int t1);
@@ -147,8 +176,8 @@ extern const cpu_kernels cpu_kern_avx512;
 #endif
 #if defined(__aarch64__)
 /* the NEON levels (q_neon_impl.h): base NEON, and with the ARMv8.2 dot product */
-extern const cpu_kernels cpu_kern_neon_0;
-extern const cpu_kernels cpu_kern_neon_1;
+extern const cpu_kernels cpu_kern_neon;
+extern const cpu_kernels cpu_kern_neon_dot;
 #endif
 /* AMX prefill over repacked 4-bit weights of groups 64 and 128 with at most 32 AMX_BIAS_STEPS
  * groups a row (q4_amx.c; stubs where the platform has none): whether this CPU and OS run it

@@ -119,30 +119,7 @@ INLINE T256 void qtile(const bk_weight *w, const cpu_qact *a, float *y, int r, i
         for (int i = 0; i < R; i++) y[(size_t)(t + j) * w->rows + r + i] = hsum(acc[i][j]) + bacc[i][j];
 }
 
-#define QMM_ALL(bits, planes)                                                                        \
-    static T256 void qmm_##bits##_##planes(const bk_weight *w, const cpu_qact *a, float *y, int r0, int r1, \
-                                           int t0, int t1) {                                        \
-        int t = t0;                                                                                  \
-        for (; t + 2 <= t1; t += 2) {                                                                \
-            int r = r0;                                                                              \
-            for (; r + 4 <= r1; r += 4) qtile(w, a, y, r, t, 4, 2, bits, planes);                   \
-            for (; r < r1; r++) qtile(w, a, y, r, t, 1, 2, bits, planes);                           \
-        }                                                                                            \
-        for (; t < t1; t++) {                                                                        \
-            int r = r0;                                                                              \
-            for (; r + 4 <= r1; r += 4) qtile(w, a, y, r, t, 4, 1, bits, planes);                   \
-            for (; r < r1; r++) qtile(w, a, y, r, t, 1, 1, bits, planes);                           \
-        }                                                                                            \
-    }
-QMM_ALL(4, 1)
-QMM_ALL(4, 2)
-QMM_ALL(8, 1)
-QMM_ALL(8, 2)
-
-static void qmm_avx2(const bk_weight *w, const cpu_qact *a, float *y, int r0, int r1, int t0, int t1) {
-    if (w->bits == 4) (a->planes == 2 ? qmm_4_2 : qmm_4_1)(w, a, y, r0, r1, t0, t1);
-    else (a->planes == 2 ? qmm_8_2 : qmm_8_1)(w, a, y, r0, r1, t0, t1);
-}
+CPU_QMM_LEVEL(T256, qmm_avx2, qtile)
 
 /* 8 weights from element i, as f32; n < 8 reads only n */
 INLINE T256 __m256 load_w8(const void *p, bk_dtype t, size_t i, int n) {

@@ -3,5 +3,6 @@
 #if defined(__aarch64__)
 #define NEON_DOT 1
 #define NEON_LEVEL "neon-dot"
+#define NEON_TABLE cpu_kern_neon_dot
 #include "kernels/cpu/q_neon_impl.h"
 #endif

@@ -1,7 +1,7 @@
 /* The NEON levels' kernels (aarch64), written once and compiled twice: q_neon.c (base NEON,
  * every aarch64 CPU) and q_neon_dot.c (with the dot-product instructions of ARMv8.2, built with
  * -march=armv8.2-a+dotprod; the level is picked at run time, cpu_fast.c). The includer defines
- * NEON_DOT (0 or 1) and NEON_LEVEL (the table's name) first.
+ * NEON_DOT (0 or 1), NEON_LEVEL (the level's name) and NEON_TABLE (its cpu_kernels) first.
  *
  * The integer scheme is the planar one of cpu_kern.h, as the AVX2 level: per block of 32 weights,
  * the 16 bytes of 4-bit codes split into low and high nibbles (0..15, valid as signed bytes) that
@@ -15,9 +15,6 @@
 #include "kernels/cpu/cpu_kern.h"
 
 #define INLINE static inline __attribute__((always_inline))
-#define NEON_FN(name) NEON_FN2(name, NEON_DOT)
-#define NEON_FN2(name, d) NEON_FN3(name, d)
-#define NEON_FN3(name, d) name##_##d
 
 INLINE int32x4_t dot16(int32x4_t acc, int8x16_t w, int8x16_t x) {
 #if NEON_DOT
@@ -95,30 +92,7 @@ INLINE void qtile(const bk_weight *w, const cpu_qact *a, float *y, int r, int t,
         for (int i = 0; i < R; i++) y[(size_t)(t + j) * w->rows + r + i] = vaddvq_f32(acc[i][j]) + bacc[i][j];
 }
 
-#define QMM_ALL(bits, planes)                                                                                      \
-    static void NEON_FN(qmm_##bits##_##planes)(const bk_weight *w, const cpu_qact *a, float *y, int r0, int r1,    \
-                                               int t0, int t1) {                                                    \
-        int t = t0;                                                                                                 \
-        for (; t + 2 <= t1; t += 2) {                                                                               \
-            int r = r0;                                                                                             \
-            for (; r + 4 <= r1; r += 4) qtile(w, a, y, r, t, 4, 2, bits, planes);                                  \
-            for (; r < r1; r++) qtile(w, a, y, r, t, 1, 2, bits, planes);                                          \
-        }                                                                                                           \
-        for (; t < t1; t++) {                                                                                       \
-            int r = r0;                                                                                             \
-            for (; r + 4 <= r1; r += 4) qtile(w, a, y, r, t, 4, 1, bits, planes);                                  \
-            for (; r < r1; r++) qtile(w, a, y, r, t, 1, 1, bits, planes);                                          \
-        }                                                                                                           \
-    }
-QMM_ALL(4, 1)
-QMM_ALL(4, 2)
-QMM_ALL(8, 1)
-QMM_ALL(8, 2)
-
-static void NEON_FN(qmm)(const bk_weight *w, const cpu_qact *a, float *y, int r0, int r1, int t0, int t1) {
-    if (w->bits == 4) (a->planes == 2 ? NEON_FN(qmm_4_2) : NEON_FN(qmm_4_1))(w, a, y, r0, r1, t0, t1);
-    else (a->planes == 2 ? NEON_FN(qmm_8_2) : NEON_FN(qmm_8_1))(w, a, y, r0, r1, t0, t1);
-}
+CPU_QMM_LEVEL(, qmm, qtile)
 
 /* 4 dense weights from element i as f32 */
 INLINE float32x4_t load_w4(const void *p, bk_dtype t, size_t i) {
@@ -128,7 +102,7 @@ INLINE float32x4_t load_w4(const void *p, bk_dtype t, size_t i) {
     return vreinterpretq_f32_u32(vshll_n_u16(h, 16));
 }
 
-static void NEON_FN(dmm)(const bk_weight *w, const float *x, float *y, int r0, int r1, int t0, int t1) {
+static void dmm(const bk_weight *w, const float *x, float *y, int r0, int r1, int t0, int t1) {
     const int K = w->cols;
     for (int r = r0; r < r1; r++)
         for (int t = t0; t < t1; t++) {
@@ -142,7 +116,7 @@ static void NEON_FN(dmm)(const bk_weight *w, const float *x, float *y, int r0, i
         }
 }
 
-static float NEON_FN(dot)(const float *a, const float *b, int n) {
+static float dot(const float *a, const float *b, int n) {
     float32x4_t s0 = vdupq_n_f32(0.0f), s1 = s0;
     int i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -154,18 +128,18 @@ static float NEON_FN(dot)(const float *a, const float *b, int n) {
     return s;
 }
 
-static void NEON_FN(axpy)(float *y, float a, const float *x, int n) {
+static void axpy(float *y, float a, const float *x, int n) {
     int i = 0;
     for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-const cpu_kernels NEON_FN(cpu_kern_neon) = {
+const cpu_kernels NEON_TABLE = {
     .name = NEON_LEVEL,
     .quant = cpu_quant_portable,
-    .qmm = NEON_FN(qmm),
-    .dmm = NEON_FN(dmm),
-    .dot = NEON_FN(dot),
-    .axpy = NEON_FN(axpy),
+    .qmm = qmm,
+    .dmm = dmm,
+    .dot = dot,
+    .axpy = axpy,
     .swiglu = cpu_swiglu_portable,
 };
