@@ -129,6 +129,15 @@ static inline size_t attn_blk_scratch(int tb, int group, int len0, int hd) {
     return (size_t)tb * (size_t)group * (size_t)((len0 + tb - 1 + 15) & ~15) + 16 * (size_t)hd;
 }
 
+/* the exact float sum of token t's activations over weight group g (group size G) on the planar
+ * layout: its blocks' bsum, for the bias term sum_g bias_g * sum_{c in g} x_c */
+static inline float cpu_group_xsum(const cpu_qact *a, int t, int g, int G) {
+    const float *bs = a->bsum + (size_t)t * (size_t)(a->cols / 32) + (size_t)g * (size_t)(G / 32);
+    float s = 0.0f;
+    for (int k = 0; k < G / 32; k++) s += bs[k];
+    return s;
+}
+
 /* The planar qmm of a level built on a tile kernel `tile(w, a, y, r, t, R, T, bits, planes)` (rows
  * [r, r + R), tokens [t, t + T), R <= 4, T <= 2, the last three constants): defines the static
  * `name(w, a, y, r0, r1, t0, t1)` of cpu_kernels.qmm, which walks 4-row x 2-token tiles, then single

@@ -108,12 +108,7 @@ INLINE T256 void qtile(const bk_weight *w, const cpu_qact *a, float *y, int r, i
     for (int i = 0; i < R; i++)
         for (int g = 0; g < ng; g++) {
             float bias = scale_at(w->biases->data, w->sdtype, (size_t)(r + i) * ng + g);
-            for (int j = 0; j < T; j++) {
-                const float *bs = a->bsum + (size_t)(t + j) * nb + (size_t)g * (G / 32);
-                float s = 0.0f;
-                for (int k = 0; k < G / 32; k++) s += bs[k];
-                bacc[i][j] += bias * s;
-            }
+            for (int j = 0; j < T; j++) bacc[i][j] += bias * cpu_group_xsum(a, t + j, g, G);
         }
     for (int j = 0; j < T; j++)
         for (int i = 0; i < R; i++) y[(size_t)(t + j) * w->rows + r + i] = hsum(acc[i][j]) + bacc[i][j];
