@@ -468,6 +468,36 @@ static void test_matmul_fused(void) {
     op_rng = saved_rng;
 }
 
+/* One token over row blocks of 20 KB and more, which the repacked VNNI kernel reads two at a time
+ * (cpu_kern.h CPU_Q4P_PAIR_MIN; decode claims them in pairs): a block alone, one pair, pairs and a
+ * ragged block left over, rows under a block; every group size (K = 2048, 2304, 2560: the fewest
+ * columns that make such blocks) and scale dtype. Then three weights of one input (decode's q/k/v
+ * job: one range over their blocks, so a claimed pair can straddle two weights). */
+static void test_matmul_q4_pairs(void) {
+    static const int groups[] = {32, 64, 128}, cols[] = {2048, 2304, 2560}, rows[] = {16, 32, 45, 200, 1, 80};
+    static const bk_dtype sdts[] = {BK_F16, BK_BF16, BK_F32};
+    int k = 0;
+    for (int gi = 0; gi < 3; gi++)
+        for (int di = 0; di < 3; di++)
+            for (int ri = 0; ri < 6; ri++, k++) run_matmul(rows[ri], cols[gi], 1, 4, groups[gi], sdts[di], k % 3);
+    static const int qkv[] = {45, 32, 200};
+    weight w[3];
+    pair py[3];
+    for (int i = 0; i < 3; i++) weight_make(&w[i], qkv[i], 2304, 4, 64, BK_F16, i), py[i] = out_pair((size_t)qkv[i]);
+    float *x = malloc(sizeof(float) * 2304);
+    fill(x, 2304, 1.0f);
+    pair px = upload(x, sizeof(float) * 2304);
+    for (int i = 0; i < 3; i++) matmul_from_stack(&w[i], px, py[i], 1);
+    for (int i = 0; i < 3; i++) {
+        char what[96];
+        snprintf(what, sizeof what, "q4 pairs, fused %d of 3 [%d x 2304] n=1", i + 1, qkv[i]);
+        compare("matmul", py[i], (size_t)qkv[i], what);
+    }
+    drop(&px);
+    for (int i = 0; i < 3; i++) drop(&py[i]), weight_free(&w[i]);
+    free(x);
+}
+
 /* The metric checks itself (not the backend): on a few shapes, from the reference's output r of a
  * matmul and the size of its terms,
  *   the exact y = W x + bias (double, on the host) must pass: the metric takes the contract;
@@ -812,7 +842,7 @@ int main(int argc, char **argv) {
     ref = backend_cpu_ref_new();
     printf("backend %s against cpu-ref\n", be->ops->name);
     if (wanted("matmul"))
-        test_matmul(), test_matmul_q4_tiles(), test_matmul_prefill(), test_swiglu_then_matmul(), test_matmul_redescribed(), test_matmul_weight_rewritten(), test_matmul_fused(),
+        test_matmul(), test_matmul_q4_tiles(), test_matmul_q4_pairs(), test_matmul_prefill(), test_swiglu_then_matmul(), test_matmul_redescribed(), test_matmul_weight_rewritten(), test_matmul_fused(),
             test_matmul_metric();
     if (wanted("embed")) test_embed();
     if (wanted("rmsnorm")) test_rmsnorm();
@@ -879,7 +909,7 @@ int main(int argc, char **argv) {
             if (wanted("matmul")) { /* 3 thread ranges, unequal runs of 16-row blocks */
                 static const int rows[] = {45, 200, 896, 133}, ns[] = {1, 2, 3, 8};
                 for (int i = 0; i < 4; i++) run_matmul(rows[i], 64 * (2 + i), ns[i], 4, i % 2 ? 64 : 32, i % 2 ? BK_F16 : BK_BF16, i % 3);
-                test_matmul_fused();
+                test_matmul_fused(), test_matmul_q4_pairs();
             }
             if (wanted("attention")) test_attention();
             backend_destroy(&be);

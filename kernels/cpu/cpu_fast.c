@@ -479,8 +479,11 @@ static void group_blocks(void *arg, int b0, int b1, int thread) {
 /* a decode job over np repacked weights of one input (np = 1: a matmul alone), whose codes are in
  * c->act: their joint block range by thread range */
 static void group_now(fast_ctx *c, group_job *g) {
-    tp_run_ranges(c->pool, group_blocks, g, g->start[g->np], decode_step(g->pk[0]->block_bytes), c->affine,
-                  prefetch_next(c, g->pk, g->start, g->np));
+    int step = decode_step(g->pk[0]->block_bytes);
+#if defined(__x86_64__)
+    if (g->n == 1 && g->pk[0]->block_bytes >= CPU_Q4P_PAIR_MIN && step < 2) step = 2; /* whole pairs (cpu_kern.h) */
+#endif
+    tp_run_ranges(c->pool, group_blocks, g, g->start[g->np], step, c->affine, prefetch_next(c, g->pk, g->start, g->np));
 }
 
 static void flush_pending(fast_ctx *c) {

@@ -176,7 +176,12 @@ void cpu_swiglu_portable(float *g, const float *u, int n);
 int cpu_q4c_ok(int bits, int cols, int group_size, int planes);
 void cpu_q4c_quant(const float *x, cpu_qact *a, int t0, int t1);
 void cpu_q4c_qmm(const bk_weight *w, const cpu_qact *a, float *y, int r0, int r1, int t0, int t1);
-/* the AVX-512 VNNI path over repacked 4-bit weights (q4_pack_avx512.c) */
+/* the AVX-512 VNNI path over repacked 4-bit weights (q4_pack_avx512.c). One token reads row
+ * blocks of CPU_Q4P_PAIR_MIN bytes and more two at a time (b, b + 1 of its range): decode claims
+ * them in pairs (cpu_fast.c group_now). */
+#ifndef CPU_Q4P_PAIR_MIN
+#define CPU_Q4P_PAIR_MIN ((size_t)20 << 10)
+#endif
 int cpu_q4p_ok(const bk_weight *w, int planes);
 void cpu_q4p_quant(const float *x, cpu_qact *a, int t0, int t1);
 void cpu_q4p_qmm(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1);

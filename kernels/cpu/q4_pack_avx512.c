@@ -190,6 +190,60 @@ INLINE T512 void block_1(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact 
     store16(y, rows_left, acc);
 }
 
+/* one token, two adjacent blocks of 16 rows (y[0..32)): two weight streams at once, each
+ * activation broadcast feeding both */
+INLINE T512 void block_2(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact *a, int t, float *y, int rows_left,
+                         const bk_dtype st) {
+    const int K = pk->cols, G = pk->group, ng = K / G;
+    const size_t codes = (size_t)G * 8, bb = pk->block_bytes;
+    const __m512i m0f = _mm512_set1_epi8(0x0f), mf0 = _mm512_set1_epi8((char)0xf0);
+    const int8_t *xh = a->hi + (size_t)t * K, *xl = a->lo + (size_t)t * K;
+    const float *d = a->d + (size_t)t * ng, *gs = a->bsum + (size_t)t * ng;
+    const int pf1 = pf1_bytes();
+    const uint8_t *q = p + bb;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+    for (int g = 0; g < ng; g++, p += pk->group_bytes, q += pk->group_bytes, xh += G, xl += G) {
+        __m512i ah0 = _mm512_setzero_si512(), bh0 = ah0, al0 = ah0, bl0 = ah0, ah1 = ah0, bh1 = ah0, al1 = ah0, bl1 = ah0;
+        for (int c = 0; c < G / 8; c++) {
+            if (pf1) {
+                _mm_prefetch((const char *)p + 64 * c + pf1, _MM_HINT_T1);
+                _mm_prefetch((const char *)q + 64 * c + pf1, _MM_HINT_T1);
+            }
+            __m512i v0 = _mm512_load_si512(p + 64 * c), v1 = _mm512_load_si512(q + 64 * c);
+            __m512i wl0 = _mm512_and_si512(v0, m0f), wh0 = _mm512_and_si512(v0, mf0);
+            __m512i wl1 = _mm512_and_si512(v1, m0f), wh1 = _mm512_and_si512(v1, mf0);
+            DPB(ah0, wl0, xh + 8 * c);
+            DPB(bh0, wh0, xh + 8 * c + 4);
+            DPB(al0, wl0, xl + 8 * c);
+            DPB(bl0, wh0, xl + 8 * c + 4);
+            DPB(ah1, wl1, xh + 8 * c);
+            DPB(bh1, wh1, xh + 8 * c + 4);
+            DPB(al1, wl1, xl + 8 * c);
+            DPB(bl1, wh1, xl + 8 * c + 4);
+        }
+        const __m512 dg = _mm512_set1_ps(d[g] * 0.0625f), sg = _mm512_set1_ps(gs[g]);
+        __m512i h = _mm512_add_epi32(_mm512_slli_epi32(ah0, 4), bh0), l = _mm512_add_epi32(_mm512_slli_epi32(al0, 4), bl0);
+        __m512 tot = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(h, 8), l));
+        const uint8_t *line = p + codes;
+        if (pf1) {
+            _mm_prefetch((const char *)line + pf1, _MM_HINT_T1);
+            _mm_prefetch((const char *)line + bb + pf1, _MM_HINT_T1);
+            if (st == BK_F32) {
+                _mm_prefetch((const char *)line + 64 + pf1, _MM_HINT_T1);
+                _mm_prefetch((const char *)line + bb + 64 + pf1, _MM_HINT_T1);
+            }
+        }
+        acc0 = _mm512_fmadd_ps(tot, _mm512_mul_ps(q4_line16(line, st, 0), dg), acc0);
+        acc0 = _mm512_fmadd_ps(q4_line16(line, st, 1), sg, acc0);
+        h = _mm512_add_epi32(_mm512_slli_epi32(ah1, 4), bh1), l = _mm512_add_epi32(_mm512_slli_epi32(al1, 4), bl1);
+        tot = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(h, 8), l));
+        acc1 = _mm512_fmadd_ps(tot, _mm512_mul_ps(q4_line16(line + bb, st, 0), dg), acc1);
+        acc1 = _mm512_fmadd_ps(q4_line16(line + bb, st, 1), sg, acc1);
+    }
+    store16(y, rows_left, acc0);
+    store16(y + 16, rows_left - 16, acc1);
+}
+
 /* T tokens (2..4), one block of 16 rows: every split vector feeds 4 T dpbusd */
 INLINE T512 void block_T(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact *a, int t, float *y, int rows_left,
                          const bk_dtype st, const int T, const int pf) {
@@ -255,6 +309,14 @@ INLINE T512 void qmm_st(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b
     if (t1 - t0 <= 2 * TILE_MAX) {
         /* decode and short batches: block by block, each read once from memory as one stream;
          * the second tile of tokens finds the block in L1 */
+        if (t1 - t0 == 1 && pk->block_bytes >= CPU_Q4P_PAIR_MIN) {
+            int b = b0;
+            for (; b + 1 < b1; b += 2)
+                block_2(pk, pk->data + (size_t)b * pk->block_bytes, a, t0, y + (size_t)t0 * pk->rows + (size_t)b * 16,
+                        pk->rows - 16 * b, st);
+            if (b < b1) block_tile(pk, a, y, b, t0, 1, st, 1);
+            return;
+        }
         for (int b = b0; b < b1; b++)
             for (int t = t0, T; t < t1; t += T) {
                 T = tile_of(t1 - t);

@@ -191,7 +191,8 @@ static int range_next(range_job *j, int thread, int *u0, int *u1) {
         unsigned long long s = atomic_load_explicit(own, memory_order_relaxed);
         int lo = span_lo(s), hi = span_hi(s);
         if (lo < hi) {
-            int take = (hi - lo) / RANGE_PART > j->step ? (hi - lo) / RANGE_PART : j->step, e = hi - lo > take ? lo + take : hi;
+            int take = (hi - lo) / RANGE_PART > j->step ? (hi - lo) / RANGE_PART / j->step * j->step : j->step;
+            int e = hi - lo > take ? lo + take : hi;
             if (!atomic_compare_exchange_weak_explicit(own, &s, span_of(e, hi), memory_order_relaxed, memory_order_relaxed))
                 continue;
             *u0 = lo, *u1 = e;
@@ -202,7 +203,7 @@ static int range_next(range_job *j, int thread, int *u0, int *u1) {
             atomic_ullong *v = &j->reg[(thread + k) % j->n].span;
             unsigned long long t = atomic_load_explicit(v, memory_order_relaxed);
             while (!got && span_lo(t) < span_hi(t)) {
-                int mid = span_lo(t) + (span_hi(t) - span_lo(t)) / 2;
+                int mid = span_lo(t) + (span_hi(t) - span_lo(t)) / 2 / j->step * j->step;
                 got = atomic_compare_exchange_weak_explicit(v, &t, span_of(span_lo(t), mid), memory_order_relaxed,
                                                             memory_order_relaxed);
                 if (got) atomic_store_explicit(own, span_of(mid, span_hi(t)), memory_order_relaxed);
