@@ -468,11 +468,13 @@ static void test_matmul_fused(void) {
     op_rng = saved_rng;
 }
 
-/* One token over row blocks of 20 KB and more, which the repacked VNNI kernel reads two at a time
- * (cpu_kern.h CPU_Q4P_PAIR_MIN; decode claims them in pairs): a block alone, one pair, pairs and a
- * ragged block left over, rows under a block; every group size (K = 2048, 2304, 2560: the fewest
- * columns that make such blocks) and scale dtype. Then three weights of one input (decode's q/k/v
- * job: one range over their blocks, so a claimed pair can straddle two weights). */
+/* One token through the repacked VNNI kernel's two streams (cpu_kern.h cpu_q4p_pair_run). Row
+ * blocks of 20 KB and more in adjacent pairs: a block alone, one pair, pairs and a ragged block
+ * left over, rows under a block; every group size (K = 2048, 2304, 2560: the fewest columns that
+ * make such blocks) and scale dtype. Runs of 2R blocks (b + i with b + R + i), where a thread's
+ * share holds 8 runs (2 threads) or a claim holds one: R = 6, 5, 3 and 2, with blocks left over.
+ * Then three weights of one input (decode's q/k/v job: one range over their blocks, so a claimed
+ * pair can straddle two weights). */
 static void test_matmul_q4_pairs(void) {
     static const int groups[] = {32, 64, 128}, cols[] = {2048, 2304, 2560}, rows[] = {16, 32, 45, 200, 1, 80};
     static const bk_dtype sdts[] = {BK_F16, BK_BF16, BK_F32};
@@ -480,6 +482,10 @@ static void test_matmul_q4_pairs(void) {
     for (int gi = 0; gi < 3; gi++)
         for (int di = 0; di < 3; di++)
             for (int ri = 0; ri < 6; ri++, k++) run_matmul(rows[ri], cols[gi], 1, 4, groups[gi], sdts[di], k % 3);
+    run_matmul(3100, 896, 1, 4, 64, BK_F16, 1);  /* 8064-byte blocks: R = 6 */
+    run_matmul(2600, 896, 1, 4, 64, BK_F32, 2);  /* 8960: R = 5 */
+    run_matmul(1600, 1792, 1, 4, 32, BK_BF16, 0); /* 17920: R = 3 */
+    run_matmul(1100, 3584, 1, 4, 128, BK_F16, 1); /* 30464: R = 2 */
     static const int qkv[] = {45, 32, 200};
     weight w[3];
     pair py[3];

@@ -17,7 +17,9 @@ typedef struct {
     atomic_int owner[MAX_UNITS]; /* the thread that ran the unit */
     atomic_int first[16];        /* the first unit each thread was handed, -1: none */
     atomic_int bad_claims;       /* claims out of [0, units), empty, or (in pool order) longer than a run */
-    int units, step, by_thread, run;
+    atomic_int off_step;         /* by thread range: claims that start no whole number of steps into the
+                                  * range their unit came from (decode's block pairs must stay whole) */
+    int units, step, by_thread, run, n_threads;
     int sleeper;         /* >= 0: this thread waits at its first claim until another runs a unit of its range */
     int home_lo, home_hi; /* the sleeper's range */
     atomic_int stolen;   /* set when that happened */
@@ -33,6 +35,11 @@ static void count_units(void *arg, int u0, int u1, int thread) {
     if (u0 < 0 || u1 > t->units || u0 >= u1 || (!t->by_thread && u1 - u0 > t->run)) {
         atomic_fetch_add(&t->bad_claims, 1);
         return;
+    }
+    if (t->by_thread && t->n_threads > 1) {
+        int home = 0;
+        while (home + 1 < t->n_threads && u0 >= tp_range_start(t->units, home + 1, t->n_threads)) home++;
+        if ((u0 - tp_range_start(t->units, home, t->n_threads)) % t->step) atomic_fetch_add(&t->off_step, 1);
     }
     int none = -1;
     if (atomic_compare_exchange_strong(&t->first[thread], &none, u0) && thread == t->sleeper)
@@ -53,7 +60,7 @@ static void count_task(void *arg, int task, int n_tasks, int thread) {
 static tally *tally_new(int units, int step, int sleeper, int n_threads) {
     tally *t = calloc(1, sizeof *t);
     if (!t) abort();
-    t->units = units, t->step = step, t->sleeper = sleeper;
+    t->units = units, t->step = step, t->sleeper = sleeper, t->n_threads = n_threads;
     if (sleeper >= 0) {
         t->home_lo = tp_range_start(units, sleeper, n_threads);
         t->home_hi = tp_range_start(units, sleeper + 1, n_threads);
@@ -80,6 +87,8 @@ static int check_ranges(tpool *p, int units, int step, int by_thread, int sleepe
           by_thread, once);
     CHECK(atomic_load(&t->bad_claims) == 0, "%d threads, %d units, step %d: %d malformed claims", n, units, step,
           atomic_load(&t->bad_claims));
+    CHECK(atomic_load(&t->off_step) == 0, "%d threads, %d units, step %d: %d claims start off a whole step", n, units,
+          step, atomic_load(&t->off_step));
     free(t);
     return taken;
 }

@@ -481,7 +481,12 @@ static void group_blocks(void *arg, int b0, int b1, int thread) {
 static void group_now(fast_ctx *c, group_job *g) {
     int step = decode_step(g->pk[0]->block_bytes);
 #if defined(__x86_64__)
-    if (g->n == 1 && g->pk[0]->block_bytes >= CPU_Q4P_PAIR_MIN && step < 2) step = 2; /* whole pairs (cpu_kern.h) */
+    if (g->n == 1) { /* whole runs of two streams, or whole pairs (cpu_kern.h cpu_q4p_pair_run) */
+        const size_t bb = g->pk[0]->block_bytes;
+        const int run = 2 * cpu_q4p_pair_run(bb);
+        if (g->start[g->np] / tp_threads(c->pool) >= 8 * run) step = (step + run - 1) / run * run;
+        else if (bb >= CPU_Q4P_PAIR_MIN && step < 2) step = 2;
+    }
 #endif
     tp_run_ranges(c->pool, group_blocks, g, g->start[g->np], step, c->affine, prefetch_next(c, g->pk, g->start, g->np));
 }

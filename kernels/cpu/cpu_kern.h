@@ -177,11 +177,22 @@ int cpu_q4c_ok(int bits, int cols, int group_size, int planes);
 void cpu_q4c_quant(const float *x, cpu_qact *a, int t0, int t1);
 void cpu_q4c_qmm(const bk_weight *w, const cpu_qact *a, float *y, int r0, int r1, int t0, int t1);
 /* the AVX-512 VNNI path over repacked 4-bit weights (q4_pack_avx512.c). One token reads row
- * blocks of CPU_Q4P_PAIR_MIN bytes and more two at a time (b, b + 1 of its range): decode claims
- * them in pairs (cpu_fast.c group_now). */
+ * blocks as two streams at once: in a run of 2R blocks of its range, blocks b + i and b + R + i
+ * together (i < R), R = cpu_q4p_pair_run(block bytes) so that the streams are CPU_Q4P_PAIR_SPAN
+ * bytes apart or more; where a range has fewer than 2R blocks left, adjacent pairs of blocks of
+ * CPU_Q4P_PAIR_MIN bytes and more, else single blocks (bench/RESULTS.md, CPU round 12). Decode
+ * claims whole runs where a thread's share holds 8 of them and more, whole pairs else
+ * (cpu_fast.c group_now). */
 #ifndef CPU_Q4P_PAIR_MIN
 #define CPU_Q4P_PAIR_MIN ((size_t)20 << 10)
 #endif
+#ifndef CPU_Q4P_PAIR_SPAN
+#define CPU_Q4P_PAIR_SPAN ((size_t)40 << 10)
+#endif
+static inline int cpu_q4p_pair_run(size_t block_bytes) {
+    size_t r = (CPU_Q4P_PAIR_SPAN + block_bytes - 1) / (block_bytes ? block_bytes : 1);
+    return r > 8 ? 8 : r < 1 ? 1 : (int)r;
+}
 int cpu_q4p_ok(const bk_weight *w, int planes);
 void cpu_q4p_quant(const float *x, cpu_qact *a, int t0, int t1);
 void cpu_q4p_qmm(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1);

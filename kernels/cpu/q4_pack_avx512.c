@@ -190,12 +190,12 @@ INLINE T512 void block_1(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact 
     store16(y, rows_left, acc);
 }
 
-/* one token, two adjacent blocks of 16 rows (y[0..32)): two weight streams at once, each
- * activation broadcast feeding both */
+/* one token, blocks b (at p) and b + R of 16 rows (y[0..16) and y[16 R..16 R + 16)): two weight
+ * streams at once, each activation broadcast feeding both */
 INLINE T512 void block_2(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact *a, int t, float *y, int rows_left,
-                         const bk_dtype st) {
+                         const bk_dtype st, const int R) {
     const int K = pk->cols, G = pk->group, ng = K / G;
-    const size_t codes = (size_t)G * 8, bb = pk->block_bytes;
+    const size_t codes = (size_t)G * 8, bb = pk->block_bytes * (size_t)R;
     const __m512i m0f = _mm512_set1_epi8(0x0f), mf0 = _mm512_set1_epi8((char)0xf0);
     const int8_t *xh = a->hi + (size_t)t * K, *xl = a->lo + (size_t)t * K;
     const float *d = a->d + (size_t)t * ng, *gs = a->bsum + (size_t)t * ng;
@@ -241,7 +241,7 @@ INLINE T512 void block_2(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact 
         acc1 = _mm512_fmadd_ps(q4_line16(line + bb, st, 1), sg, acc1);
     }
     store16(y, rows_left, acc0);
-    store16(y + 16, rows_left - 16, acc1);
+    store16(y + 16 * R, rows_left - 16 * R, acc1);
 }
 
 /* T tokens (2..4), one block of 16 rows: every split vector feeds 4 T dpbusd */
@@ -309,12 +309,18 @@ INLINE T512 void qmm_st(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b
     if (t1 - t0 <= 2 * TILE_MAX) {
         /* decode and short batches: block by block, each read once from memory as one stream;
          * the second tile of tokens finds the block in L1 */
-        if (t1 - t0 == 1 && pk->block_bytes >= CPU_Q4P_PAIR_MIN) {
+        if (t1 - t0 == 1) { /* two streams (cpu_kern.h cpu_q4p_pair_run) */
+            const int R = cpu_q4p_pair_run(pk->block_bytes);
+            float *yt = y + (size_t)t0 * pk->rows;
             int b = b0;
-            for (; b + 1 < b1; b += 2)
-                block_2(pk, pk->data + (size_t)b * pk->block_bytes, a, t0, y + (size_t)t0 * pk->rows + (size_t)b * 16,
-                        pk->rows - 16 * b, st);
-            if (b < b1) block_tile(pk, a, y, b, t0, 1, st, 1);
+            for (; b + 2 * R <= b1; b += 2 * R)
+                for (int i = 0; i < R; i++)
+                    block_2(pk, pk->data + (size_t)(b + i) * pk->block_bytes, a, t0, yt + (size_t)(b + i) * 16,
+                            pk->rows - 16 * (b + i), st, R);
+            if (pk->block_bytes >= CPU_Q4P_PAIR_MIN)
+                for (; b + 1 < b1; b += 2)
+                    block_2(pk, pk->data + (size_t)b * pk->block_bytes, a, t0, yt + (size_t)b * 16, pk->rows - 16 * b, st, 1);
+            for (; b < b1; b++) block_tile(pk, a, y, b, t0, 1, st, 1);
             return;
         }
         for (int b = b0; b < b1; b++)
