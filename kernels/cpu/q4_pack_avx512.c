@@ -141,6 +141,24 @@ typedef struct {
 } codes4;
 #define DPB(acc, w, p) __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const codes4 *)(p)))
 
+/* one token: two code vectors split into nibbles, v0 meeting the activations at column offset o0
+ * into the accumulators ah0, bh0, al0, bl0 and v1 at o1 into ah1 .. bl1 (names of the calling
+ * scope, as are xh, xl and the masks m0f, mf0) */
+#define SPLIT_DPB8(v0, v1, o0, o1)                                                                     \
+    do {                                                                                               \
+        const __m512i v0_ = (v0), v1_ = (v1);                                                          \
+        const __m512i wl0 = _mm512_and_si512(v0_, m0f), wh0 = _mm512_and_si512(v0_, mf0);              \
+        const __m512i wl1 = _mm512_and_si512(v1_, m0f), wh1 = _mm512_and_si512(v1_, mf0);              \
+        DPB(ah0, wl0, xh + (o0));                                                                      \
+        DPB(bh0, wh0, xh + (o0) + 4);                                                                  \
+        DPB(al0, wl0, xl + (o0));                                                                      \
+        DPB(bl0, wh0, xl + (o0) + 4);                                                                  \
+        DPB(ah1, wl1, xh + (o1));                                                                      \
+        DPB(bh1, wh1, xh + (o1) + 4);                                                                  \
+        DPB(al1, wl1, xl + (o1));                                                                      \
+        DPB(bl1, wh1, xl + (o1) + 4);                                                                  \
+    } while (0)
+
 
 INLINE T512 void store16(float *y, int rows_left, __m512 v) {
     if (rows_left >= 16) _mm512_storeu_ps(y, v);
@@ -164,17 +182,7 @@ INLINE T512 void block_1(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact 
                 _mm_prefetch((const char *)p + 64 * c + pf1, _MM_HINT_T1);
                 _mm_prefetch((const char *)p + 64 * c + 64 + pf1, _MM_HINT_T1);
             }
-            __m512i v0 = _mm512_load_si512(p + 64 * c), v1 = _mm512_load_si512(p + 64 * c + 64);
-            __m512i wl0 = _mm512_and_si512(v0, m0f), wh0 = _mm512_and_si512(v0, mf0);
-            __m512i wl1 = _mm512_and_si512(v1, m0f), wh1 = _mm512_and_si512(v1, mf0);
-            DPB(ah0, wl0, xh + 8 * c);
-            DPB(bh0, wh0, xh + 8 * c + 4);
-            DPB(al0, wl0, xl + 8 * c);
-            DPB(bl0, wh0, xl + 8 * c + 4);
-            DPB(ah1, wl1, xh + 8 * c + 8);
-            DPB(bh1, wh1, xh + 8 * c + 12);
-            DPB(al1, wl1, xl + 8 * c + 8);
-            DPB(bl1, wh1, xl + 8 * c + 12);
+            SPLIT_DPB8(_mm512_load_si512(p + 64 * c), _mm512_load_si512(p + 64 * c + 64), 8 * c, 8 * c + 8);
         }
         __m512i h = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(ah0, ah1), 4), _mm512_add_epi32(bh0, bh1));
         __m512i l = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(al0, al1), 4), _mm512_add_epi32(bl0, bl1));
@@ -209,17 +217,7 @@ INLINE T512 void block_2(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact 
                 _mm_prefetch((const char *)p + 64 * c + pf1, _MM_HINT_T1);
                 _mm_prefetch((const char *)q + 64 * c + pf1, _MM_HINT_T1);
             }
-            __m512i v0 = _mm512_load_si512(p + 64 * c), v1 = _mm512_load_si512(q + 64 * c);
-            __m512i wl0 = _mm512_and_si512(v0, m0f), wh0 = _mm512_and_si512(v0, mf0);
-            __m512i wl1 = _mm512_and_si512(v1, m0f), wh1 = _mm512_and_si512(v1, mf0);
-            DPB(ah0, wl0, xh + 8 * c);
-            DPB(bh0, wh0, xh + 8 * c + 4);
-            DPB(al0, wl0, xl + 8 * c);
-            DPB(bl0, wh0, xl + 8 * c + 4);
-            DPB(ah1, wl1, xh + 8 * c);
-            DPB(bh1, wh1, xh + 8 * c + 4);
-            DPB(al1, wl1, xl + 8 * c);
-            DPB(bl1, wh1, xl + 8 * c + 4);
+            SPLIT_DPB8(_mm512_load_si512(p + 64 * c), _mm512_load_si512(q + 64 * c), 8 * c, 8 * c);
         }
         const __m512 dg = _mm512_set1_ps(d[g] * 0.0625f), sg = _mm512_set1_ps(gs[g]);
         __m512i h = _mm512_add_epi32(_mm512_slli_epi32(ah0, 4), bh0), l = _mm512_add_epi32(_mm512_slli_epi32(al0, 4), bl0);
