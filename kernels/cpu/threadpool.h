@@ -34,12 +34,11 @@ void tp_run_pf(tpool *p, tp_fn fn, void *arg, int n_tasks, const tp_prefetch *pf
 
 /* A job over `units` equal units of one stream of memory (decode matmul row blocks, attention
  * slices), by thread range: thread t owns units [units t / n, units (t+1) / n) and claims them
- * from the front, an eighth of what is left (a multiple of `step`) and `step` at least a claim, and a
- * thief's half starts a multiple of `step` into what it splits (decode's block pairs stay whole),
- * so that it reads one
- * contiguous run (its prefetch running on from one claim into the next, where units in pool order
- * alternate between threads and each starts cold); a thread whose range is empty takes the upper
- * half of what another has left and goes on from there, its range now. The threads then end
+ * from the front, an eighth of what is left (a multiple of `step`) and `step` at least a claim, so
+ * that it reads one contiguous run (its prefetch running on from one claim into the next, where
+ * units in pool order alternate between threads and each starts cold); a thread whose range is
+ * empty takes the upper half of what another has left (from a multiple of `step` into it:
+ * decode's runs of blocks stay whole) and goes on from there, its range now. The threads then end
  * within about a step of each other (a late thread's share is taken over as it is; whole tasks a
  * thread region, before, left the thread that drew a region's last task alone for up to a task).
  * fn(arg, u0, u1, thread) runs units [u0, u1); every unit runs once before tp_run_ranges returns.
