@@ -75,10 +75,10 @@ typedef struct {
 #define BW_PREFETCH 2048
 
 /* The paired read: a thread's range as pairs of BW_PAIR-byte blocks, both blocks of a pair read
- * at once (two streams) with a prefetch in each, as the cpu backend's
- * one-token kernel reads 16-row blocks of the 7b shapes (q4_pack_avx512.c block_2, 32 KB
- * blocks), and its prefetch distance (3 KB). Added when that kernel read more than the plain and
- * the prefetching read (2026-12-06): the reference stays the fastest read of this machine we know.
+ * at once (two streams) with a prefetch in each, as the cpu backend's one-token kernel reads the
+ * 16-row blocks of the 7b shapes (q4_pack_avx512.c block_2, 32 KB blocks), at its prefetch
+ * distance (3 KB). Added when that kernel read more than the plain and the prefetching read
+ * (2026-12-06): the reference stays the fastest read of this machine we know.
  * Intel AMX VM, 2 alternating runs, 1 / 2 threads GB/s: prefetching read 19.4-19.6 / 36.7-37.2,
  * paired 2 KB ahead 18.0-19.2 / 36.0-36.6, 3 KB 19.9-20.1 / 37.4-37.6, 4 KB 17.7-18.2 / 33.9-35.0. */
 #define BW_PAIR 32768
