@@ -472,7 +472,8 @@ static void test_matmul_fused(void) {
  * blocks of 20 KB and more in adjacent pairs: a block alone, one pair, pairs and a ragged block
  * left over, rows under a block; every group size (K = 2048, 2304, 2560: the fewest columns that
  * make such blocks) and scale dtype. Runs of 2R blocks (b + i with b + R + i), where a thread's
- * share holds 8 runs (2 threads) or a claim holds one: R = 6, 5, 3 and 2, with blocks left over.
+ * share holds one: R = 6, 5, 3 and 2, with blocks left over, and the 7b k/v shape (a few runs a
+ * thread).
  * Then three weights of one input (decode's q/k/v job: one range over their blocks, so a claimed
  * pair can straddle two weights). */
 static void test_matmul_q4_pairs(void) {
@@ -486,6 +487,7 @@ static void test_matmul_q4_pairs(void) {
     run_matmul(2600, 896, 1, 4, 64, BK_F32, 2);  /* 8960: R = 5 */
     run_matmul(1600, 1792, 1, 4, 32, BK_BF16, 0); /* 17920: R = 3 */
     run_matmul(1100, 3584, 1, 4, 128, BK_F16, 1); /* 30464: R = 2 */
+    run_matmul(512, 3584, 1, 4, 64, BK_BF16, 2);  /* 32256: R = 2, 32 blocks */
     static const int qkv[] = {45, 32, 200};
     weight w[3];
     pair py[3];

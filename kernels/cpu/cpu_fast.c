@@ -477,14 +477,20 @@ static void group_blocks(void *arg, int b0, int b1, int thread) {
 }
 
 /* a decode job over np repacked weights of one input (np = 1: a matmul alone), whose codes are in
- * c->act: their joint block range by thread range */
+ * c->act: their joint block range by thread range. One token claims whole runs of the kernel's
+ * two streams (cpu_kern.h cpu_q4p_pair_run) where a thread's share holds one, else whole pairs.
+ * Until 2026-12-07 runs took a share of 8 runs: the small matrices then went in adjacent pairs,
+ * whose streams are closer than the kernel wants. Two threads, alternating backends, 40 blocks
+ * of ~1000 calls, lower-quartile us: 7b k/v 512 x 3584 34.2 -> 33.0-33.2, 1b k/v 512 x 2048 21.6
+ * -> 20.7, 0.5b q/o 896 x 896 16.4-16.7 -> 15.6-15.8, 1152 x 896 20.8 -> 19.9; claims of one run
+ * against the whole share (one claim a thread) the same within noise. */
 static void group_now(fast_ctx *c, group_job *g) {
     int step = decode_step(g->pk[0]->block_bytes);
 #if defined(__x86_64__)
-    if (g->n == 1) { /* whole runs of two streams, or whole pairs (cpu_kern.h cpu_q4p_pair_run) */
+    if (g->n == 1) {
         const size_t bb = g->pk[0]->block_bytes;
         const int run = 2 * cpu_q4p_pair_run(bb);
-        if (g->start[g->np] / tp_threads(c->pool) >= 8 * run) step = (step + run - 1) / run * run;
+        if (g->start[g->np] / tp_threads(c->pool) >= run) step = (step + run - 1) / run * run;
         else if (bb >= CPU_Q4P_PAIR_MIN && step < 2) step = 2;
     }
 #endif

@@ -181,8 +181,7 @@ void cpu_q4c_qmm(const bk_weight *w, const cpu_qact *a, float *y, int r0, int r1
  * together (i < R), R = cpu_q4p_pair_run(block bytes) so that the streams are CPU_Q4P_PAIR_SPAN
  * bytes apart or more; where a range has fewer than 2R blocks left, adjacent pairs of blocks of
  * CPU_Q4P_PAIR_MIN bytes and more, else single blocks (bench/RESULTS.md, CPU round 12). Decode
- * claims whole runs where a thread's share holds 8 of them and more, whole pairs else
- * (cpu_fast.c group_now). */
+ * claims whole runs where a thread's share holds one, whole pairs else (cpu_fast.c group_now). */
 #ifndef CPU_Q4P_PAIR_MIN
 #define CPU_Q4P_PAIR_MIN ((size_t)20 << 10)
 #endif
