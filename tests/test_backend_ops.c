@@ -272,10 +272,11 @@ static void test_matmul_q4_tiles(void) {
             }
 }
 
-/* prefill batches (the cpu backend's tile-unit path where the CPU has AMX: tasks of 128 rows, or 64
- * where a thread would get fewer than two tasks, x 256 tokens, or 128 past 2048 columns; 512
- * columns expanded at a time): past one task's tokens, ragged token and row counts (520 rows:
- * tasks of 128 rows and a last one of 16), more columns than one expanded chunk, every scale type */
+/* prefill batches (the cpu backend's tile-unit path where the CPU has AMX: tasks of 256 rows, or
+ * 128 or 64 where a thread would get fewer than two tasks, x 256 tokens; 512 columns expanded at a
+ * time): past one task's tokens, ragged token and row counts (520 rows: tasks of 128 rows and a
+ * last one of 16; 1100 rows: of 256 and a last one of 76), more columns than one expanded chunk,
+ * every scale type */
 static void test_matmul_prefill(void) {
     run_matmul(200, 1536, 100, 4, 64, BK_F16, 1);
     run_matmul(45, 640, 130, 4, 128, BK_BF16, 0);
@@ -283,6 +284,7 @@ static void test_matmul_prefill(void) {
     run_matmul(40, 256, 300, 4, 64, BK_BF16, 1);
     run_matmul(20, 2560, 150, 4, 64, BK_F16, 2);
     run_matmul(520, 640, 100, 4, 64, BK_F16, 0);
+    run_matmul(1100, 640, 40, 4, 64, BK_BF16, 1);
 }
 
 /* SwiGLU then a matmul of its gate buffer (the feed-forward's order): a backend may hold the SwiGLU

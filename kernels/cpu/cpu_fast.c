@@ -407,18 +407,12 @@ static void matmul_now(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf
     cpu_prof_end(t0 + (cpu_prof_skipped() - skipped), "matmul", w->rows, w->cols, n);
 }
 
-/* Tokens a prefill task on the tile unit takes: up to AMX_TOKENS where the columns are few (the
- * call's expanded weights and bias pass then serve more tokens), 128 else (its activations stay in
- * L2). One thread, 512 tokens (2026-12-06, MAC/cycle, 3 alternating runs): 896 x 896 130-138 ->
- * 147-158, 4864 x 896 122-126 -> 136-150; 896 x 4864 133-141 at 128, 125-139 at 256. */
-static int amx_tokens(const bk_weight *w) { return w->cols <= 2048 ? AMX_TOKENS : 128; }
-
 /* whether a matmul of n tokens goes to the tile unit, given that w is repacked */
 static int amx_shape(const fast_ctx *c, const bk_weight *w, int n) {
     return c->amx && n > SMALL_N && w->group_size % 64 == 0 && w->cols / w->group_size <= 32 * AMX_BIAS_STEPS;
 }
 
-/* every pool thread's AMX scratch (~360 KB each), made at the first matmul that needs them; 0
+/* every pool thread's AMX scratch (~720 KB each), made at the first matmul that needs them; 0
  * when memory is out (that matmul takes the AVX-512 path) */
 static int amx_scratch(fast_ctx *c) {
     for (int i = 0; i < tp_threads(c->pool); i++)
@@ -431,18 +425,26 @@ static int amx_scratch(fast_ctx *c) {
  * task's blocks, and their reload waits for the tile unit to finish the sums that read them: 8
  * blocks rather than 4 (2 threads, 512 tokens, best of 60, alternating builds, 2026-12-06):
  * 4864 x 896 1151-1302 -> 1299-1413 GFLOP/s, 896 x 4864 1061-1072 -> 1107-1173, 896 x 896
- * 1045-1063 -> 1123-1178; 12 and 16 blocks no better than 8. */
+ * 1045-1063 -> 1123-1178; 12 and 16 blocks were no better then, when each group's epilogue swept
+ * the whole call's output. With a token tile's output in L1 (q4_amx.c, 2026-12-07), 16 against 8
+ * (2 threads, 512 tokens, GFLOP/s, 2 alternating runs): 896 x 896 942-1136 -> 1156-1197, 4864 x
+ * 896 1373-1398 -> 1456-1566, 896 x 4864 1230-1273 -> 1309-1373, 7b gate/up 1466-1468 ->
+ * 1509-1551, 7b q/o 1512-1521 against 1466-1531. */
 static int amx_blocks(const cpu_q4pack *pk, int n, int nt, int nth) {
     int ab = AMX_BLOCKS, ntg = (n + nt - 1) / nt;
     while (ab > 4 && (pk->n_blocks + ab - 1) / ab * ntg < 2 * nth) ab /= 2;
     return ab;
 }
 
-/* a prefill task on the tile unit: j->amx row blocks x amx_tokens tokens, tokens outer so that
- * the tasks running at once share their activations */
+/* a prefill task on the tile unit: j->amx row blocks x AMX_TOKENS tokens, tokens outer so that
+ * the tasks running at once share their activations. Until 2026-12-07 a task took 128 tokens
+ * above 2048 columns (to keep its activations in L2); since a call runs a token tile at a time over
+ * a chunk's groups (q4_amx.c), 256 there too (2 threads, 512 tokens, GFLOP/s, 2 alternating runs):
+ * 7b q/o 1512-1521 -> 1541-1557, 7b gate/up 1466-1468 -> 1473-1575, 896 x 4864 1230-1273 ->
+ * 1310-1400. */
 static void amx_task(void *arg, int task, int n_tasks, int thread) {
     mm_job *j = arg;
-    const int nb = j->pk->n_blocks, ab = j->amx, nrb = (nb + ab - 1) / ab, rows = j->w->rows, nt = amx_tokens(j->w);
+    const int nb = j->pk->n_blocks, ab = j->amx, nrb = (nb + ab - 1) / ab, rows = j->w->rows, nt = AMX_TOKENS;
     const int b0 = task % nrb * ab, t0 = task / nrb * nt;
     const int b1 = b0 + ab < nb ? b0 + ab : nb, t1 = t0 + nt < j->n ? t0 + nt : j->n;
     (void)n_tasks;
@@ -525,7 +527,7 @@ static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf
     int nth = tp_threads(c->pool);
     if (quant_ok(w)) {
         j.pk = get_pack(c, w);
-        j.amx = j.pk && amx_shape(c, w, n) && amx_scratch(c) ? amx_blocks(j.pk, n, amx_tokens(w), nth) : 0;
+        j.amx = j.pk && amx_shape(c, w, n) && amx_scratch(c) ? amx_blocks(j.pk, n, AMX_TOKENS, nth) : 0;
         /* the quantizer has read all of u before any task writes y: y may overlap u */
         if (j.amx && c->glu.g && c->glu.g->data == xb->data && (size_t)n * (size_t)w->cols == (size_t)c->glu.n) {
             j.glu_u = c->glu.u->data; /* applied by the quantizer */
@@ -540,7 +542,7 @@ static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf
     }
     if (j.amx) {
         int nrb = (j.pk->n_blocks + j.amx - 1) / j.amx;
-        tp_run(c->pool, amx_task, &j, nrb * ((n + amx_tokens(w) - 1) / amx_tokens(w)));
+        tp_run(c->pool, amx_task, &j, nrb * ((n + AMX_TOKENS - 1) / AMX_TOKENS));
         return;
     }
     if (j.pk && n <= SMALL_N) {

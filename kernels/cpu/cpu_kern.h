@@ -209,12 +209,12 @@ extern const cpu_kernels cpu_kern_neon_dot;
  * CPU_QACT_AMX activations for n tokens, their quantizer (token rows [t0, t1) of the padded
  * rows; rows >= a->n are zeroed; a->n, cols and block set), and y[t, r] for up to AMX_BLOCKS row
  * blocks [b0, b1) and AMX_TOKENS tokens [t0, t1), t0 a multiple of 16, no output bias. */
-#define AMX_BLOCKS 8 /* a task's most: 128 rows (the backend takes 4 where that leaves the threads too few tasks) */
+#define AMX_BLOCKS 16 /* a task's most: 256 rows (the backend takes fewer where that leaves the threads too few tasks) */
 #define AMX_TOKENS 256
 #define AMX_BIAS_STEPS 10
 size_t cpu_amx_act_bytes(int n, int cols, int group);
 void cpu_amx_act_init(cpu_qact *a, void *mem, int n, int cols, int group);
-/* a calling thread's scratch (weight tiles, scales, the call's float output: ~360 KB, 64-byte
+/* a calling thread's scratch (weight tiles, scales, the call's float output: ~720 KB, 64-byte
  * aligned), one for each thread that calls cpu_amx_qmm at the same time */
 typedef struct cpu_amx_scr cpu_amx_scr;
 size_t cpu_amx_scratch_bytes(void);

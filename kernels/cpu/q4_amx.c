@@ -17,12 +17,13 @@
  * column j in the low nibble and 4 + j in the high) masked to its low nibbles is exactly one row
  * of a weight tile (dword r = columns 4i..4i+3 of row r) and its high nibbles the next.
  *
- * A call covers up to AMX_BLOCKS row blocks (128 rows) and AMX_TOKENS tokens, in chunks of KC
- * columns: the chunk's tiles are unpacked into the thread's scratch, then every 16-token tile
- * (its two planes held in tiles 4 and 5) meets every 16-row weight tile (6 or 7) into a pair of
- * accumulator tiles (hi, lo: 0/1 or 2/3 in turn, so that one pair's stores overlap the other's
- * sums: halves). The epilogue of each group scales the sums into a float tile of the call (acc);
- * the first group writes it, the bias pass writes y. Token rows are read up to the next multiple
+ * A call covers up to AMX_BLOCKS row blocks (256 rows) and AMX_TOKENS tokens, in chunks of KC
+ * columns: the chunk's tiles are unpacked into the thread's scratch, then, a 16-token tile at a
+ * time and group by group, the token tile (its two planes held in tiles 4 and 5) meets every
+ * 16-row weight tile (6 or 7) into a pair of accumulator tiles (hi, lo: 0/1 or 2/3 in turn, so
+ * that one pair's stores overlap the other's sums: halves). The epilogue of each group scales the
+ * sums into the token tile's rows of a float output of the call (acc; 16 KB a token tile, so they
+ * stay in L1 over the chunk's groups); the first group writes them, the bias pass writes y. Token rows are read up to the next multiple
  * of 16 (the quantizer pads them with zeros). The activations are stored as the tiles they are
  * loaded as (tile_at). Figures: bench/RESULTS.md, CPU round 8. */
 #include "kernels/cpu/cpu_kern.h"
@@ -269,8 +270,8 @@ INLINE TAMX void finish_half(cpu_amx_scr *S, int j, int f, int tt, int g, int fi
  * activation tiles 4 (hi) and 5 (lo) are loaded once a token tile and group. */
 INLINE TAMX void halves(cpu_amx_scr *S, const cpu_qact *a, int t0, int k0, int ngc, int tpad, int nb, int G) {
     int j = 0, pf = 0, ptt = 0, pg = 0, first = k0 == 0; /* the half item before; first: acc not yet written */
-    for (int g = 0; g < ngc; g++)
-        for (int tt = 0; tt < tpad; tt += 16) {
+    for (int tt = 0; tt < tpad; tt += 16)
+        for (int g = 0; g < ngc; g++) {
             const int8_t *ah = tile_at(a, t0 + tt, k0 + g * G);
             TLOAD(4, ah, 64);
             TLOAD(5, ah + 1024, 64);
@@ -313,8 +314,8 @@ void TAMX cpu_amx_qmm(cpu_amx_scr *S, const cpu_q4pack *pk, const cpu_qact *a, f
             halves(S, a, t0, k0, ngc, tpad, nb, G);
             continue;
         }
-        for (int g = 0; g < ngc; g++)
-            for (int tt = 0; tt < tpad; tt += 16) {
+        for (int tt = 0; tt < tpad; tt += 16)
+            for (int g = 0; g < ngc; g++) {
                 const int8_t *ah = tile_at(a, t0 + tt, k0 + g * G), *al = ah + 1024;
                 for (int f = 0; f < nb; f += 2) {
                     const int two = f + 1 < nb;
