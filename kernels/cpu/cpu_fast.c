@@ -426,7 +426,7 @@ static int amx_scratch(fast_ctx *c) {
  * blocks rather than 4 (2 threads, 512 tokens, best of 60, alternating builds, 2026-12-06):
  * 4864 x 896 1151-1302 -> 1299-1413 GFLOP/s, 896 x 4864 1061-1072 -> 1107-1173, 896 x 896
  * 1045-1063 -> 1123-1178; 12 and 16 blocks were no better then, when each group's epilogue swept
- * the whole call's output. With a token tile's output in L1 (q4_amx.c, 2026-12-07), 16 against 8
+ * the whole call's output. With a token tile's output in L1 (q4_amx.c, round 13), 16 against 8
  * (2 threads, 512 tokens, GFLOP/s, 2 alternating runs): 896 x 896 942-1136 -> 1156-1197, 4864 x
  * 896 1373-1398 -> 1456-1566, 896 x 4864 1230-1273 -> 1309-1373, 7b gate/up 1466-1468 ->
  * 1509-1551, 7b q/o 1512-1521 against 1466-1531. */
@@ -436,12 +436,12 @@ static int amx_blocks(const cpu_q4pack *pk, int n, int nt, int nth) {
     return ab;
 }
 
-/* a prefill task on the tile unit: j->amx row blocks x AMX_TOKENS tokens, tokens outer so that
- * the tasks running at once share their activations. Until 2026-12-07 a task took 128 tokens
- * above 2048 columns (to keep its activations in L2); since a call runs a token tile at a time over
- * a chunk's groups (q4_amx.c), 256 there too (2 threads, 512 tokens, GFLOP/s, 2 alternating runs):
- * 7b q/o 1512-1521 -> 1541-1557, 7b gate/up 1466-1468 -> 1473-1575, 896 x 4864 1230-1273 ->
- * 1310-1400. */
+/* a prefill task on the tile unit: j->amx row blocks x AMX_TOKENS tokens, tokens outer so that the
+ * tasks running at once share their activations. Until round 13 (2026-12-06) a task took 128
+ * tokens above 2048 columns (to keep its activations in L2); since a call runs a token tile at a
+ * time over a chunk's groups (q4_amx.c), 256 there too (2 threads, 512 tokens, GFLOP/s, 2
+ * alternating runs): 7b q/o 1512-1521 -> 1541-1557, 7b gate/up 1466-1468 -> 1473-1575, 896 x 4864
+ * 1230-1273 -> 1310-1400. */
 static void amx_task(void *arg, int task, int n_tasks, int thread) {
     mm_job *j = arg;
     const int nb = j->pk->n_blocks, ab = j->amx, nrb = (nb + ab - 1) / ab, rows = j->w->rows, nt = AMX_TOKENS;
@@ -479,13 +479,13 @@ static void group_blocks(void *arg, int b0, int b1, int thread) {
 }
 
 /* a decode job over np repacked weights of one input (np = 1: a matmul alone), whose codes are in
- * c->act: their joint block range by thread range. One token claims whole runs of the kernel's
- * two streams (cpu_kern.h cpu_q4p_pair_run) where a thread's share holds one, else whole pairs.
- * Until 2026-12-07 runs took a share of 8 runs: the small matrices then went in adjacent pairs,
- * whose streams are closer than the kernel wants. Two threads, alternating backends, 40 blocks
- * of ~1000 calls, lower-quartile us: 7b k/v 512 x 3584 34.2 -> 33.0-33.2, 1b k/v 512 x 2048 21.6
- * -> 20.7, 0.5b q/o 896 x 896 16.4-16.7 -> 15.6-15.8, 1152 x 896 20.8 -> 19.9; claims of one run
- * against the whole share (one claim a thread) the same within noise. */
+ * c->act: their joint block range by thread range. One token claims whole runs of the kernel's two
+ * streams (cpu_kern.h cpu_q4p_pair_run) where a thread's share holds one, else whole pairs. Until
+ * round 13 (2026-12-06) runs took a share of 8 runs: the small matrices then went in adjacent
+ * pairs, whose streams are closer than the kernel wants. Two threads, alternating backends, 40
+ * blocks of ~1000 calls, lower-quartile us: 7b k/v 512 x 3584 34.2 -> 33.0-33.2, 1b k/v 512 x 2048
+ * 21.6 -> 20.7, 0.5b q/o 896 x 896 16.4-16.7 -> 15.6-15.8, 1152 x 896 20.8 -> 19.9; claims of one
+ * run against the whole share (one claim a thread) the same within noise. */
 static void group_now(fast_ctx *c, group_job *g) {
     int step = decode_step(g->pk[0]->block_bytes);
 #if defined(__x86_64__)
