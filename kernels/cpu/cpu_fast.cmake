@@ -11,6 +11,7 @@ target_sources(strata_kernels PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/q4_avx512.c
   ${CMAKE_CURRENT_LIST_DIR}/q4_repack.c
   ${CMAKE_CURRENT_LIST_DIR}/q4_pack_avx512.c
+  ${CMAKE_CURRENT_LIST_DIR}/q4_pack_avx2.c
   ${CMAKE_CURRENT_LIST_DIR}/q4_amx.c
   ${CMAKE_CURRENT_LIST_DIR}/q_neon.c
   ${CMAKE_CURRENT_LIST_DIR}/q_neon_dot.c

@@ -195,6 +195,10 @@ static inline int cpu_q4p_pair_run(size_t block_bytes) {
 int cpu_q4p_ok(const bk_weight *w, int planes);
 void cpu_q4p_quant(const float *x, cpu_qact *a, int t0, int t1);
 void cpu_q4p_qmm(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1);
+/* the same repacked weights and activation numbers on AVX2 (q4_pack_avx2.c: pmaddubsw, one block
+ * stream, no pairs) */
+void cpu_q4p_quant_avx2(const float *x, cpu_qact *a, int t0, int t1);
+void cpu_q4p_qmm_avx2(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1);
 extern const cpu_kernels cpu_kern_avx2;
 extern const cpu_kernels cpu_kern_avx512;
 #endif

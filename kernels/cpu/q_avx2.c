@@ -173,5 +173,8 @@ const cpu_kernels cpu_kern_avx2 = {
     .dot = dot_avx2,
     .axpy = axpy_avx2,
     .swiglu = cpu_swiglu_portable,
+    .pk_ok = cpu_q4p_ok,
+    .pk_quant = cpu_q4p_quant_avx2,
+    .pk_qmm = cpu_q4p_qmm_avx2,
 };
 #endif
