@@ -193,6 +193,55 @@ static inline int cpu_q4p_pair_run(size_t block_bytes) {
     return r > 8 ? 8 : r < 1 ? 1 : (int)r;
 }
 int cpu_q4p_ok(const bk_weight *w, int planes);
+/* The walk of a level's kernel over repacked 4-bit weights (q4_pack_avx512.c, q4_pack_avx2.c),
+ * row blocks [b0, b1) x tokens [t0, t1), generated per level as `name` (switching on the scale
+ * dtype) from its block functions: one_token(pk, a, y, b0, b1, t, st) one token's blocks,
+ * block_1(pk, p, a, t, yb, rows_left, st) one token of the block at p, block_T(pk, p, a, t, yb,
+ * rows_left, st, T, pf) T = 2..4 tokens of it (pf: prefetch ahead in the block). Short batches (up
+ * to 8 tokens) read each block once from memory, their token tiles meeting it in cache; longer
+ * ones (prefill) keep the task's few blocks in cache while the token tiles stream past. Tiles of
+ * 4 tokens; 5 - 7 tokens as two near-equal tiles rather than 4 and a short one. */
+static inline int cpu_q4p_tile_of(int rem) { return rem >= 8 || rem == 4 ? 4 : rem > 4 ? (rem + 1) / 2 : rem; }
+#define CPU_Q4P_WALK(attr, name, one_token, block_1, block_T)                                                           \
+    static inline __attribute__((always_inline)) attr void name##_tile(const cpu_q4pack *pk, const cpu_qact *a, float *y, \
+                                                                       int b, int t, int T, const bk_dtype st,           \
+                                                                       const int pf) {                                   \
+        const uint8_t *p = pk->data + (size_t)b * pk->block_bytes;                                                      \
+        float *yb = y + (size_t)t * pk->rows + (size_t)b * 16;                                                          \
+        const int rows_left = pk->rows - 16 * b;                                                                        \
+        switch (T) {                                                                                                    \
+        case 4: block_T(pk, p, a, t, yb, rows_left, st, 4, pf); break;                                                  \
+        case 3: block_T(pk, p, a, t, yb, rows_left, st, 3, pf); break;                                                  \
+        case 2: block_T(pk, p, a, t, yb, rows_left, st, 2, pf); break;                                                  \
+        default: block_1(pk, p, a, t, yb, rows_left, st); break;                                                        \
+        }                                                                                                               \
+    }                                                                                                                   \
+    static inline __attribute__((always_inline)) attr void name##_st(const cpu_q4pack *pk, const cpu_qact *a, float *y, \
+                                                                     int b0, int b1, int t0, int t1, const bk_dtype st) { \
+        if (t1 - t0 <= 8) {                                                                                             \
+            if (t1 - t0 == 1) {                                                                                         \
+                one_token(pk, a, y, b0, b1, t0, st);                                                                    \
+                return;                                                                                                 \
+            }                                                                                                           \
+            for (int b = b0; b < b1; b++)                                                                               \
+                for (int t = t0, T; t < t1; t += T) {                                                                   \
+                    T = cpu_q4p_tile_of(t1 - t);                                                                        \
+                    name##_tile(pk, a, y, b, t, T, st, 1);                                                              \
+                }                                                                                                       \
+        } else {                                                                                                        \
+            for (int t = t0, T; t < t1; t += T) {                                                                       \
+                T = cpu_q4p_tile_of(t1 - t);                                                                            \
+                for (int b = b0; b < b1; b++) name##_tile(pk, a, y, b, t, T, st, 0);                                    \
+            }                                                                                                           \
+        }                                                                                                               \
+    }                                                                                                                   \
+    void attr name(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1) {                 \
+        switch (pk->sdtype) {                                                                                           \
+        case BK_F16: name##_st(pk, a, y, b0, b1, t0, t1, BK_F16); break;                                                \
+        case BK_BF16: name##_st(pk, a, y, b0, b1, t0, t1, BK_BF16); break;                                              \
+        default: name##_st(pk, a, y, b0, b1, t0, t1, BK_F32); break;                                                    \
+        }                                                                                                               \
+    }
 void cpu_q4p_quant(const float *x, cpu_qact *a, int t0, int t1);
 void cpu_q4p_qmm(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1);
 /* the same repacked weights and activation numbers on AVX2 (q4_pack_avx2.c: pmaddubsw, one block

@@ -186,45 +186,12 @@ INLINE T256 void block_1(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact 
     store8(y + 8, rows_left - 8, acc1);
 }
 
-/* tokens [t, t + T) of block b, the tile size a constant so each compiles on its own */
-INLINE T256 void block_tile(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b, int t, int T, const bk_dtype st,
-                            const int pf) {
-    const uint8_t *p = pk->data + (size_t)b * pk->block_bytes;
-    float *yb = y + (size_t)t * pk->rows + (size_t)b * 16;
-    int rows_left = pk->rows - 16 * b;
-    switch (T) {
-    case 4: block_T(pk, p, a, t, yb, rows_left, st, 4, pf); break;
-    case 3: block_T(pk, p, a, t, yb, rows_left, st, 3, pf); break;
-    case 2: block_T(pk, p, a, t, yb, rows_left, st, 2, pf); break;
-    default: block_1(pk, p, a, t, yb, rows_left, st); break;
-    }
+/* one token over blocks [b0, b1): one stream */
+INLINE T256 void one_token(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0, int b1, int t, const bk_dtype st) {
+    float *yt = y + (size_t)t * pk->rows;
+    for (int b = b0; b < b1; b++)
+        block_1(pk, pk->data + (size_t)b * pk->block_bytes, a, t, yt + (size_t)b * 16, pk->rows - 16 * b, st);
 }
 
-/* the tile size for the next tokens of [t, t1): 4 at a time; 5 - 7 tokens in two near-equal
- * tiles rather than 4 + a short one */
-static int tile_of(int rem) { return rem >= 8 || rem == 4 ? 4 : rem > 4 ? (rem + 1) / 2 : rem; }
-
-INLINE T256 void qmm_st(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1,
-                        const bk_dtype st) {
-    if (t1 - t0 <= 2 * TILE_MAX) { /* decode and short batches: each block read once from memory */
-        for (int b = b0; b < b1; b++)
-            for (int t = t0, T; t < t1; t += T) {
-                T = tile_of(t1 - t);
-                block_tile(pk, a, y, b, t, T, st, 1);
-            }
-    } else { /* prefill: the task's few blocks stay in cache while the token tiles stream past */
-        for (int t = t0, T; t < t1; t += T) {
-            T = tile_of(t1 - t);
-            for (int b = b0; b < b1; b++) block_tile(pk, a, y, b, t, T, st, 0);
-        }
-    }
-}
-
-void T256 cpu_q4p_qmm_avx2(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1) {
-    switch (pk->sdtype) {
-    case BK_F16: qmm_st(pk, a, y, b0, b1, t0, t1, BK_F16); break;
-    case BK_BF16: qmm_st(pk, a, y, b0, b1, t0, t1, BK_BF16); break;
-    default: qmm_st(pk, a, y, b0, b1, t0, t1, BK_F32); break;
-    }
-}
+CPU_Q4P_WALK(T256, cpu_q4p_qmm_avx2, one_token, block_1, block_T)
 #endif

@@ -284,62 +284,19 @@ INLINE T512 void block_T(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact 
     for (int j = 0; j < T; j++) store16(y + (size_t)j * pk->rows, rows_left, acc[j]);
 }
 
-/* tokens [t, t + T) of one block, the tile size a constant so each compiles on its own */
-INLINE T512 void block_tile(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b, int t, int T, const bk_dtype st,
-                            const int pf) {
-    const uint8_t *p = pk->data + (size_t)b * pk->block_bytes;
-    float *yb = y + (size_t)t * pk->rows + (size_t)b * 16;
-    int rows_left = pk->rows - 16 * b;
-    switch (T) {
-    case 4: block_T(pk, p, a, t, yb, rows_left, st, 4, pf); break;
-    case 3: block_T(pk, p, a, t, yb, rows_left, st, 3, pf); break;
-    case 2: block_T(pk, p, a, t, yb, rows_left, st, 2, pf); break;
-    default: block_1(pk, p, a, t, yb, rows_left, st); break;
-    }
+/* one token over blocks [b0, b1): two streams (cpu_kern.h cpu_q4p_pair_run) */
+INLINE T512 void one_token(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0, int b1, int t, const bk_dtype st) {
+    const int R = cpu_q4p_pair_run(pk->block_bytes);
+    const size_t bb = pk->block_bytes;
+    float *yt = y + (size_t)t * pk->rows;
+    int b = b0;
+    for (; b + 2 * R <= b1; b += 2 * R)
+        for (int i = 0; i < R; i++)
+            block_2(pk, pk->data + (size_t)(b + i) * bb, a, t, yt + (size_t)(b + i) * 16, pk->rows - 16 * (b + i), st, R);
+    if (bb >= CPU_Q4P_PAIR_MIN)
+        for (; b + 1 < b1; b += 2) block_2(pk, pk->data + (size_t)b * bb, a, t, yt + (size_t)b * 16, pk->rows - 16 * b, st, 1);
+    for (; b < b1; b++) block_1(pk, pk->data + (size_t)b * bb, a, t, yt + (size_t)b * 16, pk->rows - 16 * b, st);
 }
 
-/* the tile size for the next tokens of [t, t1): 4 at a time; 5 - 7 tokens in two near-equal
- * tiles rather than 4 + a short one */
-static int tile_of(int rem) { return rem >= 8 || rem == 4 ? 4 : rem > 4 ? (rem + 1) / 2 : rem; }
-
-INLINE T512 void qmm_st(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1,
-                        const bk_dtype st) {
-    if (t1 - t0 <= 2 * TILE_MAX) {
-        /* decode and short batches: block by block, each read once from memory as one stream;
-         * the second tile of tokens finds the block in L1 */
-        if (t1 - t0 == 1) { /* two streams (cpu_kern.h cpu_q4p_pair_run) */
-            const int R = cpu_q4p_pair_run(pk->block_bytes);
-            float *yt = y + (size_t)t0 * pk->rows;
-            int b = b0;
-            for (; b + 2 * R <= b1; b += 2 * R)
-                for (int i = 0; i < R; i++)
-                    block_2(pk, pk->data + (size_t)(b + i) * pk->block_bytes, a, t0, yt + (size_t)(b + i) * 16,
-                            pk->rows - 16 * (b + i), st, R);
-            if (pk->block_bytes >= CPU_Q4P_PAIR_MIN)
-                for (; b + 1 < b1; b += 2)
-                    block_2(pk, pk->data + (size_t)b * pk->block_bytes, a, t0, yt + (size_t)b * 16, pk->rows - 16 * b, st, 1);
-            for (; b < b1; b++) block_tile(pk, a, y, b, t0, 1, st, 1);
-            return;
-        }
-        for (int b = b0; b < b1; b++)
-            for (int t = t0, T; t < t1; t += T) {
-                T = tile_of(t1 - t);
-                block_tile(pk, a, y, b, t, T, st, 1);
-            }
-    } else {
-        /* prefill: the task's few blocks stay in L1/L2 while the token tiles stream past */
-        for (int t = t0, T; t < t1; t += T) {
-            T = tile_of(t1 - t);
-            for (int b = b0; b < b1; b++) block_tile(pk, a, y, b, t, T, st, 0);
-        }
-    }
-}
-
-void T512 cpu_q4p_qmm(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1) {
-    switch (pk->sdtype) {
-    case BK_F16: qmm_st(pk, a, y, b0, b1, t0, t1, BK_F16); break;
-    case BK_BF16: qmm_st(pk, a, y, b0, b1, t0, t1, BK_BF16); break;
-    default: qmm_st(pk, a, y, b0, b1, t0, t1, BK_F32); break;
-    }
-}
+CPU_Q4P_WALK(T512, cpu_q4p_qmm, one_token, block_1, block_T)
 #endif
