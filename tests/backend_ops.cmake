@@ -3,7 +3,7 @@
 # Other backends add `add_test(NAME backend_ops_<name> COMMAND test_backend_ops <name>)`.
 add_executable(test_backend_ops test_backend_ops.c mm_terms.c)
 target_link_libraries(test_backend_ops PRIVATE strata_gen)
-foreach(level scalar avx2 avx512 neon neon-dot)
+foreach(level scalar avx2 avx2-vnni avx512 neon neon-dot)
   add_test(NAME backend_ops_cpu_${level} COMMAND test_backend_ops cpu)
   set_tests_properties(backend_ops_cpu_${level} PROPERTIES
     ENVIRONMENT "STRATA_CPU_LEVEL=${level}" SKIP_RETURN_CODE 77)

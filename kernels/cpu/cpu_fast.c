@@ -2,7 +2,7 @@
  * the CPU has, picked at run time, and a thread pool that splits rows (matmul) or tokens and
  * heads (attention, norms) across the cores. Ops run on the caller's thread plus the pool as
  * they are issued, but decode matmuls of one input wait for the next other op (fast_ctx.pend).
- * STRATA_CPU_LEVEL=scalar|avx2|avx512|neon|neon-dot forces a level (the tests cover each one the machine
+ * STRATA_CPU_LEVEL=scalar|avx2|avx2-vnni|avx512|neon|neon-dot forces a level (the tests cover each one the machine
  * has); STRATA_CPU_PLANES=1 trades the second activation plane for speed outside the contract's
  * tolerance (see cpu_kern.h); STRATA_CPU_REPACK=0 keeps 4-bit weights in the checkpoint's layout
  * (the chunk path) instead of the repacked twin a level with `pk_qmm` builds at first use;
@@ -879,6 +879,7 @@ int cpu_fast_has_level(const char *name) {
     __builtin_cpu_init();
     int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     if (!strcmp(name, "avx2")) return avx2;
+    if (!strcmp(name, "avx2-vnni")) return avx2 && __builtin_cpu_supports("avxvnni");
     if (!strcmp(name, "avx512"))
         return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
@@ -895,6 +896,7 @@ static const cpu_kernels *level_kernels(const char *name) {
 #if defined(__x86_64__)
     if (!strcmp(name, "avx512")) return &cpu_kern_avx512;
     if (!strcmp(name, "avx2")) return &cpu_kern_avx2;
+    if (!strcmp(name, "avx2-vnni")) return &cpu_kern_avx2_vnni;
 #endif
 #if defined(__aarch64__)
     if (!strcmp(name, "neon-dot")) return &cpu_kern_neon_dot;
@@ -905,7 +907,7 @@ static const cpu_kernels *level_kernels(const char *name) {
 }
 
 /* the levels, best first: the first one this CPU has is the default */
-static const char *const levels[] = {"avx512", "avx2", "neon-dot", "neon", "scalar"};
+static const char *const levels[] = {"avx512", "avx2-vnni", "avx2", "neon-dot", "neon", "scalar"};
 
 static const cpu_kernels *pick_level(strata_err *err) {
     const char *want = getenv("STRATA_CPU_LEVEL");

@@ -202,7 +202,8 @@ int cpu_q4p_ok(const bk_weight *w, int planes);
  * ones (prefill) keep the task's few blocks in cache while the token tiles stream past. Tiles of
  * 4 tokens; 5 - 7 tokens as two near-equal tiles rather than 4 and a short one. */
 static inline int cpu_q4p_tile_of(int rem) { return rem >= 8 || rem == 4 ? 4 : rem > 4 ? (rem + 1) / 2 : rem; }
-#define CPU_Q4P_WALK(attr, name, one_token, block_1, block_T)                                                           \
+#define CPU_Q4P_WALK(...) CPU_Q4P_WALK_(__VA_ARGS__) /* the arguments expanded first: they may be macros */
+#define CPU_Q4P_WALK_(attr, name, one_token, block_1, block_T)                                                          \
     static inline __attribute__((always_inline)) attr void name##_tile(const cpu_q4pack *pk, const cpu_qact *a, float *y, \
                                                                        int b, int t, int T, const bk_dtype st,           \
                                                                        const int pf) {                                   \
@@ -248,7 +249,10 @@ void cpu_q4p_qmm(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b
  * stream, no pairs) */
 void cpu_q4p_quant_avx2(const float *x, cpu_qact *a, int t0, int t1);
 void cpu_q4p_qmm_avx2(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1);
+/* and with AVX-VNNI (vpdpbusd on 256 bits): the avx2-vnni level */
+void cpu_q4p_qmm_vnni(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1);
 extern const cpu_kernels cpu_kern_avx2;
+extern const cpu_kernels cpu_kern_avx2_vnni;
 extern const cpu_kernels cpu_kern_avx512;
 #endif
 #if defined(__aarch64__)

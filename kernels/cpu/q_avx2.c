@@ -165,16 +165,12 @@ static T256 void axpy_avx2(float *y, float a, const float *x, int n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-const cpu_kernels cpu_kern_avx2 = {
-    .name = "avx2",
-    .quant = cpu_quant_portable,
-    .qmm = qmm_avx2,
-    .dmm = dmm_avx2,
-    .dot = dot_avx2,
-    .axpy = axpy_avx2,
-    .swiglu = cpu_swiglu_portable,
-    .pk_ok = cpu_q4p_ok,
-    .pk_quant = cpu_q4p_quant_avx2,
-    .pk_qmm = cpu_q4p_qmm_avx2,
-};
+/* the ops both AVX2 levels share */
+#define AVX2_OPS                                                                                                        \
+    .quant = cpu_quant_portable, .qmm = qmm_avx2, .dmm = dmm_avx2, .dot = dot_avx2, .axpy = axpy_avx2,                  \
+    .swiglu = cpu_swiglu_portable, .pk_ok = cpu_q4p_ok, .pk_quant = cpu_q4p_quant_avx2
+
+const cpu_kernels cpu_kern_avx2 = {.name = "avx2", AVX2_OPS, .pk_qmm = cpu_q4p_qmm_avx2};
+/* with AVX-VNNI: the repacked 4-bit kernel on vpdpbusd (q4_pack_avx2.c) */
+const cpu_kernels cpu_kern_avx2_vnni = {.name = "avx2-vnni", AVX2_OPS, .pk_qmm = cpu_q4p_qmm_vnni};
 #endif
