@@ -5,8 +5,8 @@
  * guard: it is meant to be included more than once. */
 
 /* T tokens from t, one block of 16 rows at p: y rows 16 b .. (rows_left of them) */
-INLINE Q4P2_ATTR void Q4P2_NAME(block_T)(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact *a, int t, float *y, int rows_left,
-                         const bk_dtype st, const int T, const int pf) {
+INLINE Q4P2_ATTR void Q4P2_NAME(block_T)(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact *a, int t, float *y,
+                                         int rows_left, const bk_dtype st, const int T, const int pf) {
     const int K = pk->cols, G = pk->group, ng = K / G, lines = G / 8;
     const __m256i m0f = _mm256_set1_epi8(0x0f);
     __m256 acc[TILE_MAX][2];
@@ -52,8 +52,8 @@ INLINE Q4P2_ATTR void Q4P2_NAME(block_T)(const cpu_q4pack *pk, const uint8_t *p,
 }
 
 /* one token, one block: both halves of each vector against the same four broadcasts */
-INLINE Q4P2_ATTR void Q4P2_NAME(block_1)(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact *a, int t, float *y, int rows_left,
-                         const bk_dtype st) {
+INLINE Q4P2_ATTR void Q4P2_NAME(block_1)(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact *a, int t, float *y,
+                                         int rows_left, const bk_dtype st) {
     const int K = pk->cols, G = pk->group, ng = K / G, lines = G / 8;
     const __m256i m0f = _mm256_set1_epi8(0x0f);
     const int8_t *xh = a->hi + (size_t)t * K, *xl = a->lo + (size_t)t * K;
@@ -94,7 +94,8 @@ INLINE Q4P2_ATTR void Q4P2_NAME(block_1)(const cpu_q4pack *pk, const uint8_t *p,
 }
 
 /* one token over blocks [b0, b1): one stream */
-INLINE Q4P2_ATTR void Q4P2_NAME(one_token)(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0, int b1, int t, const bk_dtype st) {
+INLINE Q4P2_ATTR void Q4P2_NAME(one_token)(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0, int b1, int t,
+                                           const bk_dtype st) {
     float *yt = y + (size_t)t * pk->rows;
     for (int b = b0; b < b1; b++)
         Q4P2_NAME(block_1)(pk, pk->data + (size_t)b * pk->block_bytes, a, t, yt + (size_t)b * 16, pk->rows - 16 * b, st);
