@@ -23,9 +23,10 @@
  * 16-row weight tile (6 or 7) into a pair of accumulator tiles (hi, lo: 0/1 or 2/3 in turn, so
  * that one pair's stores overlap the other's sums: halves). The epilogue of each group scales the
  * sums into the token tile's rows of a float output of the call (acc; 16 KB a token tile, so they
- * stay in L1 over the chunk's groups); the first group writes them, the bias pass writes y. Token rows are read up to the next multiple
- * of 16 (the quantizer pads them with zeros). The activations are stored as the tiles they are
- * loaded as (tile_at). Figures: bench/RESULTS.md, CPU round 8. */
+ * stay in L1 over the chunk's groups); the first group writes them, the bias pass writes y. Token
+ * rows are read up to the next multiple of 16 (the quantizer pads them with zeros). The
+ * activations are stored as the tiles they are loaded as (tile_at). Figures: bench/RESULTS.md, CPU
+ * rounds 8 and 13. */
 #include "kernels/cpu/cpu_kern.h"
 
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
