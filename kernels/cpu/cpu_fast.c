@@ -430,8 +430,8 @@ static int amx_scratch(fast_ctx *c) {
  * (2 threads, 512 tokens, GFLOP/s, 2 alternating runs): 896 x 896 942-1136 -> 1156-1197, 4864 x
  * 896 1373-1398 -> 1456-1566, 896 x 4864 1230-1273 -> 1309-1373, 7b gate/up 1466-1468 ->
  * 1509-1551, 7b q/o 1512-1521 against 1466-1531. */
-static int amx_blocks(const cpu_q4pack *pk, int n, int nt, int nth) {
-    int ab = AMX_BLOCKS, ntg = (n + nt - 1) / nt;
+static int amx_blocks(const cpu_q4pack *pk, int n, int nth) {
+    int ab = AMX_BLOCKS, ntg = (n + AMX_TOKENS - 1) / AMX_TOKENS;
     while (ab > 4 && (pk->n_blocks + ab - 1) / ab * ntg < 2 * nth) ab /= 2;
     return ab;
 }
@@ -527,7 +527,7 @@ static void matmul_run(fast_ctx *c, const bk_weight *w, const bk_buf *xb, bk_buf
     int nth = tp_threads(c->pool);
     if (quant_ok(w)) {
         j.pk = get_pack(c, w);
-        j.amx = j.pk && amx_shape(c, w, n) && amx_scratch(c) ? amx_blocks(j.pk, n, AMX_TOKENS, nth) : 0;
+        j.amx = j.pk && amx_shape(c, w, n) && amx_scratch(c) ? amx_blocks(j.pk, n, nth) : 0;
         /* the quantizer has read all of u before any task writes y: y may overlap u */
         if (j.amx && c->glu.g && c->glu.g->data == xb->data && (size_t)n * (size_t)w->cols == (size_t)c->glu.n) {
             j.glu_u = c->glu.u->data; /* applied by the quantizer */

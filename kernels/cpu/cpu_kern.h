@@ -200,8 +200,11 @@ int cpu_q4p_ok(const bk_weight *w, int planes);
  * rows_left, st, T, pf) T = 2..4 tokens of it (pf: prefetch ahead in the block). Short batches (up
  * to 8 tokens) read each block once from memory, their token tiles meeting it in cache; longer
  * ones (prefill) keep the task's few blocks in cache while the token tiles stream past. Tiles of
- * 4 tokens; 5 - 7 tokens as two near-equal tiles rather than 4 and a short one. */
-static inline int cpu_q4p_tile_of(int rem) { return rem >= 8 || rem == 4 ? 4 : rem > 4 ? (rem + 1) / 2 : rem; }
+ * CPU_Q4P_TILE tokens; 5 - 7 tokens as two near-equal tiles rather than 4 and a short one. */
+#define CPU_Q4P_TILE 4 /* tokens a tile at most (block_T's T) */
+static inline int cpu_q4p_tile_of(int rem) {
+    return rem >= 2 * CPU_Q4P_TILE || rem == CPU_Q4P_TILE ? CPU_Q4P_TILE : rem > CPU_Q4P_TILE ? (rem + 1) / 2 : rem;
+}
 #define CPU_Q4P_WALK(...) CPU_Q4P_WALK_(__VA_ARGS__) /* the arguments expanded first: they may be macros */
 #define CPU_Q4P_WALK_(attr, name, one_token, block_1, block_T)                                                          \
     static inline __attribute__((always_inline)) attr void name##_tile(const cpu_q4pack *pk, const cpu_qact *a, float *y, \
@@ -219,7 +222,7 @@ static inline int cpu_q4p_tile_of(int rem) { return rem >= 8 || rem == 4 ? 4 : r
     }                                                                                                                   \
     static inline __attribute__((always_inline)) attr void name##_st(const cpu_q4pack *pk, const cpu_qact *a, float *y, \
                                                                      int b0, int b1, int t0, int t1, const bk_dtype st) { \
-        if (t1 - t0 <= 8) {                                                                                             \
+        if (t1 - t0 <= 2 * CPU_Q4P_TILE) {                                                                              \
             if (t1 - t0 == 1) {                                                                                         \
                 one_token(pk, a, y, b0, b1, t0, st);                                                                    \
                 return;                                                                                                 \

@@ -15,7 +15,7 @@
 
 #define T256 __attribute__((target("avx2,fma,f16c")))
 #define INLINE static inline __attribute__((always_inline))
-#define TILE_MAX 4     /* tokens a tile */
+#define TILE_MAX CPU_Q4P_TILE
 #define PF_AHEAD 2048 /* bytes the one-stream reads prefetch ahead (decode and short batches) */
 
 /* ---- activations: cpu_q4p_quant's numbers in AVX2 ---- */

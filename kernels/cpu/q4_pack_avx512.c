@@ -61,7 +61,7 @@ static int pf1_bytes(void) {
 #endif
 }
 /* at most this many tokens: one tile (4 x 4 int32 accumulators + 4 float sums in registers) */
-#define TILE_MAX 4
+#define TILE_MAX CPU_Q4P_TILE
 
 int cpu_q4p_ok(const bk_weight *w, int planes) {
     int G = w->group_size;
