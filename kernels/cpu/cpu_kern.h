@@ -197,28 +197,36 @@ int cpu_q4p_ok(const bk_weight *w, int planes);
  * row blocks [b0, b1) x tokens [t0, t1), generated per level as `name` (switching on the scale
  * dtype) from its block functions: one_token(pk, a, y, b0, b1, t, st) one token's blocks,
  * block_1(pk, p, a, t, yb, rows_left, st) one token of the block at p, block_T(pk, p, a, t, yb,
- * rows_left, st, T, pf) T = 2..4 tokens of it (pf: prefetch ahead in the block). Short batches (up
- * to 8 tokens) read each block once from memory, their token tiles meeting it in cache; longer
- * ones (prefill) keep the task's few blocks in cache while the token tiles stream past. Tiles of
- * CPU_Q4P_TILE tokens; 5 - 7 tokens as two near-equal tiles rather than 4 and a short one. */
+ * rows_left, st, T, pf) T = 2..4 tokens of it (pf: prefetch ahead in the block), block_2T(the same)
+ * T = 1..4 tokens of the blocks at p and after it (rows_left > 16). Blocks go in adjacent pairs, a
+ * last odd one alone. Short batches (up to 8 tokens) read each pair once from memory, their token
+ * tiles meeting it in cache; longer ones (prefill) keep the task's few blocks in cache while the
+ * token tiles stream past. Tiles of CPU_Q4P_TILE tokens; 5 - 7 tokens as two near-equal tiles
+ * rather than 4 and a short one. */
 #define CPU_Q4P_TILE 4 /* tokens a tile at most (block_T's T) */
 static inline int cpu_q4p_tile_of(int rem) {
     return rem >= 2 * CPU_Q4P_TILE || rem == CPU_Q4P_TILE ? CPU_Q4P_TILE : rem > CPU_Q4P_TILE ? (rem + 1) / 2 : rem;
 }
 #define CPU_Q4P_WALK(...) CPU_Q4P_WALK_(__VA_ARGS__) /* the arguments expanded first: they may be macros */
-#define CPU_Q4P_WALK_(attr, name, one_token, block_1, block_T)                                                          \
+#define CPU_Q4P_WALK_(attr, name, one_token, block_1, block_T, block_2T)                                                \
     static inline __attribute__((always_inline)) attr void name##_tile(const cpu_q4pack *pk, const cpu_qact *a, float *y, \
                                                                        int b, int t, int T, const bk_dtype st,           \
-                                                                       const int pf) {                                   \
+                                                                       const int pf, const int two) {                    \
         const uint8_t *p = pk->data + (size_t)b * pk->block_bytes;                                                      \
         float *yb = y + (size_t)t * pk->rows + (size_t)b * 16;                                                          \
         const int rows_left = pk->rows - 16 * b;                                                                        \
-        switch (T) {                                                                                                    \
-        case 4: block_T(pk, p, a, t, yb, rows_left, st, 4, pf); break;                                                  \
-        case 3: block_T(pk, p, a, t, yb, rows_left, st, 3, pf); break;                                                  \
-        case 2: block_T(pk, p, a, t, yb, rows_left, st, 2, pf); break;                                                  \
-        default: block_1(pk, p, a, t, yb, rows_left, st); break;                                                        \
-        }                                                                                                               \
+        if (two) switch (T) {                                                                                           \
+            case 4: block_2T(pk, p, a, t, yb, rows_left, st, 4, pf); break;                                             \
+            case 3: block_2T(pk, p, a, t, yb, rows_left, st, 3, pf); break;                                             \
+            case 2: block_2T(pk, p, a, t, yb, rows_left, st, 2, pf); break;                                             \
+            default: block_2T(pk, p, a, t, yb, rows_left, st, 1, pf); break;                                            \
+            }                                                                                                           \
+        else switch (T) {                                                                                               \
+            case 4: block_T(pk, p, a, t, yb, rows_left, st, 4, pf); break;                                              \
+            case 3: block_T(pk, p, a, t, yb, rows_left, st, 3, pf); break;                                              \
+            case 2: block_T(pk, p, a, t, yb, rows_left, st, 2, pf); break;                                              \
+            default: block_1(pk, p, a, t, yb, rows_left, st); break;                                                    \
+            }                                                                                                           \
     }                                                                                                                   \
     static inline __attribute__((always_inline)) attr void name##_st(const cpu_q4pack *pk, const cpu_qact *a, float *y, \
                                                                      int b0, int b1, int t0, int t1, const bk_dtype st) { \
@@ -227,15 +235,20 @@ static inline int cpu_q4p_tile_of(int rem) {
                 one_token(pk, a, y, b0, b1, t0, st);                                                                    \
                 return;                                                                                                 \
             }                                                                                                           \
-            for (int b = b0; b < b1; b++)                                                                               \
+            for (int b = b0, two; b < b1; b += 1 + two) {                                                               \
+                two = b + 1 < b1;                                                                                       \
                 for (int t = t0, T; t < t1; t += T) {                                                                   \
                     T = cpu_q4p_tile_of(t1 - t);                                                                        \
-                    name##_tile(pk, a, y, b, t, T, st, 1);                                                              \
+                    name##_tile(pk, a, y, b, t, T, st, 1, two);                                                         \
                 }                                                                                                       \
+            }                                                                                                           \
         } else {                                                                                                        \
             for (int t = t0, T; t < t1; t += T) {                                                                       \
                 T = cpu_q4p_tile_of(t1 - t);                                                                            \
-                for (int b = b0; b < b1; b++) name##_tile(pk, a, y, b, t, T, st, 0);                                    \
+                for (int b = b0, two; b < b1; b += 1 + two) {                                                           \
+                    two = b + 1 < b1;                                                                                   \
+                    name##_tile(pk, a, y, b, t, T, st, 0, two);                                                         \
+                }                                                                                                       \
             }                                                                                                           \
         }                                                                                                               \
     }                                                                                                                   \

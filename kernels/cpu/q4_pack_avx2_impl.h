@@ -101,4 +101,13 @@ INLINE Q4P2_ATTR void Q4P2_NAME(one_token)(const cpu_q4pack *pk, const cpu_qact 
         Q4P2_NAME(block_1)(pk, pk->data + (size_t)b * pk->block_bytes, a, t, yt + (size_t)b * 16, pk->rows - 16 * b, st);
 }
 
-CPU_Q4P_WALK(Q4P2_ATTR, Q4P2_NAME(cpu_q4p_qmm), Q4P2_NAME(one_token), Q4P2_NAME(block_1), Q4P2_NAME(block_T))
+/* T tokens of two adjacent blocks: one after the other (broadcasts into ymm are cheap) */
+INLINE Q4P2_ATTR void Q4P2_NAME(block_2T)(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact *a, int t, float *y,
+                                          int rows_left, const bk_dtype st, const int T, const int pf) {
+    for (int i = 0; i < 2; i++, p += pk->block_bytes, y += 16, rows_left -= 16)
+        if (T == 1) Q4P2_NAME(block_1)(pk, p, a, t, y, rows_left, st);
+        else Q4P2_NAME(block_T)(pk, p, a, t, y, rows_left, st, T, pf);
+}
+
+CPU_Q4P_WALK(Q4P2_ATTR, Q4P2_NAME(cpu_q4p_qmm), Q4P2_NAME(one_token), Q4P2_NAME(block_1), Q4P2_NAME(block_T),
+             Q4P2_NAME(block_2T))

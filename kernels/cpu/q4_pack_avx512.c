@@ -16,11 +16,13 @@
  * That is 2 splits + 4 dpbusd per 64 bytes and token, where q4_avx512.c spends ~12 ops.
  *
  * Tiles: one token uses 8 accumulators (even and odd vectors apart): vpdpbusd has a latency of
- * 4 cycles at 2 a cycle on Zen 5 (measured), so fewer than 8 chains would bound throughput;
- * 2-4 tokens share each split vector with 4 accumulators a token. The dpbusd count per 64 bytes
- * and token is the same at every tile size: short batches and prefill are compute-bound at
- * ~300 GFLOP/s a core (~70% of the dpbusd peak; a variant with 2 accumulators a token and half
- * the epilogue ops measured the same). */
+ * 4 cycles at 2 a cycle on Zen 5 (measured), so fewer than 8 chains would bound throughput.
+ * Two or more tokens (short batches, prefill) go through two blocks at once (block_2T), each
+ * activation broadcast feeding both: on an Intel Ice Lake Xeon a broadcast from memory issues at
+ * one a cycle, half the dpbusd rate, and the one-block tile (block_T, now only a last odd block)
+ * ran at that bound, ~140 GFLOP/s a core against ~215 for the pair (CPU round 14). The dpbusd
+ * count per 64 bytes and token is the same at every tile size: short batches and prefill are
+ * compute-bound (~300 GFLOP/s a core on Zen 5, ~70% of its dpbusd peak, measured with block_T). */
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <string.h>
@@ -284,6 +286,85 @@ INLINE T512 void block_T(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact 
     for (int j = 0; j < T; j++) store16(y + (size_t)j * pk->rows, rows_left, acc[j]);
 }
 
+/* acc += dpbusd(w, x): x a register (a broadcast that feeds more than one dpbusd) */
+#define DPBR(acc, w, x) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(w), "v"(x))
+
+INLINE T512 __m512i bcst4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+/* T tokens (1..4), two adjacent blocks of 16 rows (y[0..16) and y[16..32)). A broadcast of four
+ * activation codes from memory issues at one a cycle here (Intel Xeon, Ice Lake, 2026-12-07: a
+ * loop of dpbusd each with its own {1to16} operand ran 2.7-3.0 G/s a core, with register operands
+ * 5.1-5.4, with each broadcast feeding two 4.1-5.3), so each feeds both blocks. The low nibbles
+ * are shifted up (16 w, like the high ones: wl = (v << 4) & 0xf0), so that a plane's columns 8c..
+ * 8c+3 and 8c+4..8c+7 add into one accumulator: 2 a block and token, and the epilogue adds two.
+ * int32: |sum| <= 240 * 128 * group <= 3.9e6 for group 128, times 257 for the two planes. */
+INLINE T512 void block_2T(const cpu_q4pack *pk, const uint8_t *p, const cpu_qact *a, int t, float *y, int rows_left,
+                          const bk_dtype st, const int T, const int pf) {
+    const int K = pk->cols, G = pk->group, ng = K / G;
+    const size_t codes = (size_t)G * 8, bb = pk->block_bytes;
+    const __m512i mf0 = _mm512_set1_epi8((char)0xf0);
+    __m512 acc0[TILE_MAX], acc1[TILE_MAX];
+    for (int j = 0; j < T; j++) acc0[j] = acc1[j] = _mm512_setzero_ps();
+    for (int g = 0; g < ng; g++, p += pk->group_bytes) {
+        __m512i h0[TILE_MAX], l0[TILE_MAX], h1[TILE_MAX], l1[TILE_MAX];
+        for (int j = 0; j < T; j++) h0[j] = l0[j] = h1[j] = l1[j] = _mm512_setzero_si512();
+        const int8_t *xh = a->hi + (size_t)t * K + (size_t)g * G, *xl = a->lo + (size_t)t * K + (size_t)g * G;
+        for (int c = 0; c < G / 8; c++) {
+            if (pf) {
+                _mm_prefetch((const char *)p + 64 * c + Q4P_PREFETCH, _MM_HINT_T0);
+                _mm_prefetch((const char *)p + bb + 64 * c + Q4P_PREFETCH, _MM_HINT_T0);
+            }
+            const __m512i v0 = _mm512_load_si512(p + 64 * c), v1 = _mm512_load_si512(p + bb + 64 * c);
+            const __m512i wl0 = _mm512_and_si512(_mm512_slli_epi16(v0, 4), mf0), wh0 = _mm512_and_si512(v0, mf0);
+            const __m512i wl1 = _mm512_and_si512(_mm512_slli_epi16(v1, 4), mf0), wh1 = _mm512_and_si512(v1, mf0);
+            for (int j = 0; j < T; j++) {
+                const int8_t *ph = xh + (size_t)j * K + 8 * c, *pl = xl + (size_t)j * K + 8 * c;
+                __m512i x = bcst4(ph);
+                DPBR(h0[j], wl0, x);
+                DPBR(h1[j], wl1, x);
+                x = bcst4(ph + 4);
+                DPBR(h0[j], wh0, x);
+                DPBR(h1[j], wh1, x);
+                x = bcst4(pl);
+                DPBR(l0[j], wl0, x);
+                DPBR(l1[j], wl1, x);
+                x = bcst4(pl + 4);
+                DPBR(l0[j], wh0, x);
+                DPBR(l1[j], wh1, x);
+            }
+        }
+        const uint8_t *line = p + codes;
+        if (pf) {
+            _mm_prefetch((const char *)line + Q4P_PREFETCH, _MM_HINT_T0);
+            _mm_prefetch((const char *)line + bb + Q4P_PREFETCH, _MM_HINT_T0);
+            if (st == BK_F32) {
+                _mm_prefetch((const char *)line + 64 + Q4P_PREFETCH, _MM_HINT_T0);
+                _mm_prefetch((const char *)line + bb + 64 + Q4P_PREFETCH, _MM_HINT_T0);
+            }
+        }
+        const __m512 sc0 = q4_line16(line, st, 0), bi0 = q4_line16(line, st, 1);
+        const __m512 sc1 = q4_line16(line + bb, st, 0), bi1 = q4_line16(line + bb, st, 1);
+        for (int j = 0; j < T; j++) {
+            const size_t ti = (size_t)(t + j) * ng + g;
+            const __m512 dg = _mm512_set1_ps(a->d[ti] * 0.0625f), sg = _mm512_set1_ps(a->bsum[ti]);
+            __m512 tot = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(h0[j], 8), l0[j]));
+            acc0[j] = _mm512_fmadd_ps(tot, _mm512_mul_ps(sc0, dg), acc0[j]);
+            acc0[j] = _mm512_fmadd_ps(bi0, sg, acc0[j]);
+            tot = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(h1[j], 8), l1[j]));
+            acc1[j] = _mm512_fmadd_ps(tot, _mm512_mul_ps(sc1, dg), acc1[j]);
+            acc1[j] = _mm512_fmadd_ps(bi1, sg, acc1[j]);
+        }
+    }
+    for (int j = 0; j < T; j++) {
+        store16(y + (size_t)j * pk->rows, rows_left, acc0[j]);
+        store16(y + (size_t)j * pk->rows + 16, rows_left - 16, acc1[j]);
+    }
+}
+
 /* one token over blocks [b0, b1): two streams (cpu_kern.h cpu_q4p_pair_run) */
 INLINE T512 void one_token(const cpu_q4pack *pk, const cpu_qact *a, float *y, int b0, int b1, int t, const bk_dtype st) {
     const int R = cpu_q4p_pair_run(pk->block_bytes);
@@ -298,5 +379,5 @@ INLINE T512 void one_token(const cpu_q4pack *pk, const cpu_qact *a, float *y, in
     for (; b < b1; b++) block_1(pk, pk->data + (size_t)b * bb, a, t, yt + (size_t)b * 16, pk->rows - 16 * b, st);
 }
 
-CPU_Q4P_WALK(T512, cpu_q4p_qmm, one_token, block_1, block_T)
+CPU_Q4P_WALK(T512, cpu_q4p_qmm, one_token, block_1, block_T, block_2T)
 #endif
