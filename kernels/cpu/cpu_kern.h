@@ -124,9 +124,9 @@ typedef struct {
 } cpu_kernels;
 
 /* floats of attn_blk's scratch: the scores of every query over the rows (rounded up to 16), then
- * a transposed block of 16 K rows */
+ * two transposed blocks of 16 K rows */
 static inline size_t attn_blk_scratch(int tb, int group, int len0, int hd) {
-    return (size_t)tb * (size_t)group * (size_t)((len0 + tb - 1 + 15) & ~15) + 16 * (size_t)hd;
+    return (size_t)tb * (size_t)group * (size_t)((len0 + tb - 1 + 15) & ~15) + 32 * (size_t)hd;
 }
 
 /* the exact float sum of token t's activations over weight group g (group size G) on the planar

@@ -476,33 +476,50 @@ INLINE T512 void pv_any(const float *w, int L, const void *v, size_t vo, size_t 
 INLINE T512 void attn_blk_t(const float *q, size_t qs, int tb, int len0, const void *k, const void *v, size_t ks, int group,
                             int hd, float scale, float *s, float *out, const int F16) {
     const int nq = tb * group, lmax = len0 + tb - 1, L = (lmax + 15) & ~15, NV = hd / 16;
-    float *kt = s + (size_t)nq * L; /* [hd][16] */
-    for (int p0 = 0; p0 < lmax; p0 += 16) {
-        const int rows = lmax - p0 < 16 ? lmax - p0 : 16;
-        for (int c = 0; c < NV; c++) {
-            __m512 r[16];
-            for (int i = 0; i < 16; i++) r[i] = i < rows ? kv_ld(k, (size_t)(p0 + i) * ks + 16 * c, F16) : _mm512_setzero_ps();
-            transpose16(r);
-            for (int i = 0; i < 16; i++) _mm512_storeu_ps(kt + (size_t)(16 * c + i) * 16, r[i]);
+    float *kt = s + (size_t)nq * L; /* [hd][32] */
+    for (int p0 = 0; p0 < lmax; p0 += 32) {
+        const int two = p0 + 16 < lmax; /* a second block of rows: p0 + 16 < L */
+        for (int h = 0; h <= two; h++) {
+            const int rows = lmax - p0 - 16 * h < 16 ? lmax - p0 - 16 * h : 16;
+            for (int c = 0; c < NV; c++) {
+                __m512 r[16];
+                for (int i = 0; i < 16; i++)
+                    r[i] = i < rows ? kv_ld(k, (size_t)(p0 + 16 * h + i) * ks + 16 * c, F16) : _mm512_setzero_ps();
+                transpose16(r);
+                for (int i = 0; i < 16; i++) _mm512_storeu_ps(kt + (size_t)(16 * c + i) * 32 + 16 * h, r[i]);
+            }
         }
-        for (int q0 = 0; q0 < nq; q0 += 8) { /* eight queries a pass: eight FMA chains (4 cycles each) */
+        for (int q0 = 0; q0 < nq; q0 += 8) { /* eight queries a pass: eight FMA chains a block */
             const int nb = nq - q0 < 8 ? nq - q0 : 8;
             const float *qp[8];
-            __m512 acc[8];
+            __m512 acc[8], acc2[8];
             for (int j = 0; j < 8; j++) {
                 int qi = q0 + (j < nb ? j : 0);
                 qp[j] = q + (size_t)(qi / group) * qs + (size_t)(qi % group) * hd;
-                acc[j] = _mm512_setzero_ps();
+                acc[j] = acc2[j] = _mm512_setzero_ps();
             }
-            for (int d = 0; d < hd; d++) {
-                __m512 kd = _mm512_loadu_ps(kt + (size_t)d * 16);
-                for (int j = 0; j < 8; j++) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(qp[j][d]), kd, acc[j]);
-            }
+            if (two)
+                for (int d = 0; d < hd; d++) {
+                    __m512 kd = _mm512_loadu_ps(kt + (size_t)d * 32), kd2 = _mm512_loadu_ps(kt + (size_t)d * 32 + 16);
+                    for (int j = 0; j < 8; j++) {
+                        const __m512 qd = _mm512_set1_ps(qp[j][d]);
+                        acc[j] = _mm512_fmadd_ps(qd, kd, acc[j]);
+                        acc2[j] = _mm512_fmadd_ps(qd, kd2, acc2[j]);
+                    }
+                }
+            else
+                for (int d = 0; d < hd; d++) {
+                    __m512 kd = _mm512_loadu_ps(kt + (size_t)d * 32);
+                    for (int j = 0; j < 8; j++) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(qp[j][d]), kd, acc[j]);
+                }
             for (int j = 0; j < nb; j++) {
                 const int qi = q0 + j, len = len0 + qi / group; /* rows >= len: this token's future */
-                __mmask16 m = len - p0 >= 16 ? (__mmask16)0xffff : len <= p0 ? 0 : (__mmask16)((1u << (len - p0)) - 1);
-                _mm512_storeu_ps(s + (size_t)qi * L + p0,
-                                _mm512_mask_blend_ps(m, _mm512_set1_ps(-INFINITY), _mm512_mul_ps(acc[j], _mm512_set1_ps(scale))));
+                for (int h = 0; h <= two; h++) {
+                    const int b = p0 + 16 * h;
+                    __mmask16 m = len - b >= 16 ? (__mmask16)0xffff : len <= b ? 0 : (__mmask16)((1u << (len - b)) - 1);
+                    _mm512_storeu_ps(s + (size_t)qi * L + b, _mm512_mask_blend_ps(m, _mm512_set1_ps(-INFINITY),
+                                                                                  _mm512_mul_ps(h ? acc2[j] : acc[j], _mm512_set1_ps(scale))));
+                }
             }
         }
     }
