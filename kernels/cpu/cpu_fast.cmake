@@ -7,6 +7,7 @@ target_sources(strata_kernels PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/threadpool.c
   ${CMAKE_CURRENT_LIST_DIR}/q_scalar.c
   ${CMAKE_CURRENT_LIST_DIR}/q_avx2.c
+  ${CMAKE_CURRENT_LIST_DIR}/f32_avx2.c
   ${CMAKE_CURRENT_LIST_DIR}/q_avx512.c
   ${CMAKE_CURRENT_LIST_DIR}/q4_avx512.c
   ${CMAKE_CURRENT_LIST_DIR}/q4_repack.c

@@ -92,7 +92,7 @@ typedef struct {
     /* NULL, or the attention of `group` query heads that share one kv head, over cache rows
      * 0 .. len-1: q and out hold the group's heads contiguously ([group, hd]); k and v point at
      * the kv head's slice of row 0, rows `kv_stride` elements apart, f32 or (kv16) f16
-     * (the levels with attn also have to_f16 and take both); s is scratch of group * len
+     * (kv16 only on levels with to_f16, which take both); s is scratch of group * len
      * floats. Only called when hd % 16 == 0, hd <= 256 and group <= 16. ml NULL: out is the
      * attention; else rows 0 .. len-1 are one slice of the cache (decode splits a head's rows
      * across threads): out[i] = sum_p exp(s_ip - m_i) v_p unnormalised, ml[2i] = m_i (the slice's
@@ -122,6 +122,10 @@ typedef struct {
     void (*pk_quant)(const float *x, cpu_qact *a, int t0, int t1);
     void (*pk_qmm)(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1);
 } cpu_kernels;
+
+#ifndef ATTN_PF
+#define ATTN_PF 48 /* decode attention: K/V cache rows prefetched ahead (q_avx512.c attn_nv) */
+#endif
 
 /* floats of attn_blk's scratch: the scores of every query over the rows (rounded up to 16), then
  * two transposed blocks of 16 K rows */
@@ -267,6 +271,11 @@ void cpu_q4p_quant_avx2(const float *x, cpu_qact *a, int t0, int t1);
 void cpu_q4p_qmm_avx2(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1);
 /* and with AVX-VNNI (vpdpbusd on 256 bits): the avx2-vnni level */
 void cpu_q4p_qmm_vnni(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1);
+/* the AVX2 levels' float ops (f32_avx2.c): attn (f32 caches), rmsnorm and swiglu of cpu_kernels */
+void cpu_attn_avx2(const float *q, const void *k, const void *v, size_t ks, int kv16, int len, int group, int hd, float scale,
+                   float *s, float *out, float *ml);
+void cpu_rmsnorm_avx2(const float *x, const void *w, bk_dtype wt, float *out, int t0, int t1, int dim, float eps);
+void cpu_swiglu_avx2(float *g, const float *u, int n);
 extern const cpu_kernels cpu_kern_avx2;
 extern const cpu_kernels cpu_kern_avx2_vnni;
 extern const cpu_kernels cpu_kern_avx512;

@@ -6,6 +6,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include "kernels/cpu/avx2_lanes.h"
 #include "kernels/cpu/cpu_kern.h"
 
 #define T256 __attribute__((target("avx2,fma,f16c")))
@@ -28,13 +29,6 @@ INLINE T256 float scale_at(const void *p, bk_dtype t, size_t i) {
     uint16_t h = ((const uint16_t *)p)[i];
     if (t == BK_F16) return _cvtsh_ss(h);
     return bk_bf16_to_f32(h);
-}
-
-INLINE T256 float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
 }
 
 /* 16 or 32 bytes from p, zero-extended to 32 */
@@ -111,7 +105,7 @@ INLINE T256 void qtile(const bk_weight *w, const cpu_qact *a, float *y, int r, i
             for (int j = 0; j < T; j++) bacc[i][j] += bias * cpu_group_xsum(a, t + j, g, G);
         }
     for (int j = 0; j < T; j++)
-        for (int i = 0; i < R; i++) y[(size_t)(t + j) * w->rows + r + i] = hsum(acc[i][j]) + bacc[i][j];
+        for (int i = 0; i < R; i++) y[(size_t)(t + j) * w->rows + r + i] = hsum8(acc[i][j]) + bacc[i][j];
 }
 
 CPU_QMM_LEVEL(T256, qmm_avx2, qtile)
@@ -145,7 +139,7 @@ static T256 void dmm_avx2(const bk_weight *w, const float *x, float *y, int r0, 
                 int n = K - c < 8 ? K - c : 8;
                 acc = _mm256_fmadd_ps(load_w8(w->w->data, w->wdtype, (size_t)r * K + c, n), load_x8(x + (size_t)t * K + c, n), acc);
             }
-            y[(size_t)t * w->rows + r] = hsum(acc);
+            y[(size_t)t * w->rows + r] = hsum8(acc);
         }
 }
 
@@ -153,7 +147,7 @@ static T256 float dot_avx2(const float *a, const float *b, int n) {
     __m256 acc = _mm256_setzero_ps();
     int i = 0;
     for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-    float s = hsum(acc);
+    float s = hsum8(acc);
     for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
@@ -168,7 +162,8 @@ static T256 void axpy_avx2(float *y, float a, const float *x, int n) {
 /* the ops both AVX2 levels share */
 #define AVX2_OPS                                                                                                        \
     .quant = cpu_quant_portable, .qmm = qmm_avx2, .dmm = dmm_avx2, .dot = dot_avx2, .axpy = axpy_avx2,                  \
-    .swiglu = cpu_swiglu_portable, .pk_ok = cpu_q4p_ok, .pk_quant = cpu_q4p_quant_avx2
+    .attn = cpu_attn_avx2, .swiglu = cpu_swiglu_avx2, .rmsnorm = cpu_rmsnorm_avx2, .pk_ok = cpu_q4p_ok,                 \
+    .pk_quant = cpu_q4p_quant_avx2
 
 const cpu_kernels cpu_kern_avx2 = {.name = "avx2", AVX2_OPS, .pk_qmm = cpu_q4p_qmm_avx2};
 /* with AVX-VNNI: the repacked 4-bit kernel on vpdpbusd (q4_pack_avx2.c) */

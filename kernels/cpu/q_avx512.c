@@ -296,9 +296,6 @@ static T512 void swiglu_avx512(float *g, const float *u, int n) {
  * the hardware prefetcher does not run ahead of: software prefetch ATTN_PF rows ahead. F16: the
  * caches hold f16 (cpu_fast.c kv_f16); a block of 16 K rows is widened once into kf for all the
  * group's heads, V rows as they are loaded. */
-#ifndef ATTN_PF
-#define ATTN_PF 48 /* K/V rows prefetched ahead */
-#endif
 /* 16 cache elements from element i of a K or V cache: f32, or f16 (F16) widened */
 INLINE T512 __m512 kv_ld(const void *p, size_t i, const int F16) {
     return F16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)))
