@@ -271,9 +271,12 @@ void cpu_q4p_quant_avx2(const float *x, cpu_qact *a, int t0, int t1);
 void cpu_q4p_qmm_avx2(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1);
 /* and with AVX-VNNI (vpdpbusd on 256 bits): the avx2-vnni level */
 void cpu_q4p_qmm_vnni(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1);
-/* the AVX2 levels' float ops (f32_avx2.c): attn (f32 caches), rmsnorm and swiglu of cpu_kernels */
+/* the AVX2 levels' float ops (f32_avx2.c): attn, attn_blk, to_f16, rmsnorm and swiglu of cpu_kernels */
 void cpu_attn_avx2(const float *q, const void *k, const void *v, size_t ks, int kv16, int len, int group, int hd, float scale,
                    float *s, float *out, float *ml);
+void cpu_attn_blk_avx2(const float *q, size_t qs, int tb, int len0, const void *k, const void *v, size_t ks, int kv16,
+                       int group, int hd, float scale, float *s, float *out);
+void cpu_to_f16_avx2(const float *x, uint16_t *y, size_t n);
 void cpu_rmsnorm_avx2(const float *x, const void *w, bk_dtype wt, float *out, int t0, int t1, int dim, float eps);
 void cpu_swiglu_avx2(float *g, const float *u, int n);
 extern const cpu_kernels cpu_kern_avx2;

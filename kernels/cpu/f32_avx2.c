@@ -1,11 +1,14 @@
-/* The AVX2 levels' float ops (avx2, avx2-vnni): decode attention over f32 KV caches, rmsnorm and
- * SwiGLU, 8 lanes a vector. The same algorithms as the AVX-512 level's (q_avx512.c): a kv head's
- * GQA group scored 8 cache rows at a time with one cross-lane reduction for the 8 (sum8), a
- * softmax normalised before V, V rows loaded once for two heads. Until round 14 (2026-12-07) these
- * levels took the generic paths: attention a dot and an axpy call per head and cache row, expf per
- * SwiGLU element. A 0.5b decode step at the avx2 level (Intel Ice Lake Xeon, 2 threads, 2 runs
- * each): attention 123-129 -> 53.5 us a layer, SwiGLU 16-17 -> 3 us, rmsnorm 3.3 -> 0.7-1.1 us;
- * decode 61-64 -> 69-70 tok/s. No f16 caches here: prefill has no attn_blk on these levels yet. */
+/* The AVX2 levels' float ops (avx2, avx2-vnni): attention over f32 or f16 KV caches (decode and
+ * prefill blocks), their f16 rounding, rmsnorm and SwiGLU, 8 lanes a vector. The same algorithms
+ * as the AVX-512 level's (q_avx512.c): in decode a kv head's GQA group scored 8 cache rows at a
+ * time with one cross-lane reduction for the 8 (sum8), a softmax normalised before V, V rows loaded
+ * once for two heads; in prefill 8 tokens' queries against transposed blocks of 8 K rows. Until
+ * round 14 (2026-12-07) these levels took the generic paths: attention a dot and an axpy call per
+ * head and cache row over f32 caches, expf per SwiGLU element. A 0.5b step at the avx2 level
+ * (Intel Ice Lake Xeon, 2 threads, alternating runs): decode attention 123-129 -> 54 us a layer
+ * (f32 caches) -> 37-40 us (f16), SwiGLU 16-17 -> 3 us, rmsnorm 3.3 -> 0.7-1.1 us, prefill
+ * attention 19.5-24.3 -> 5.8-7.0 ms a layer of 512 tokens (the decode kernel per token) -> 4.2-4.5
+ * (blocks); decode 61-64 -> 72-76 tok/s, prefill 139-167 -> 204-205 tok/s. */
 #if defined(__x86_64__)
 #include <immintrin.h>
 #include <math.h>
@@ -54,20 +57,36 @@ INLINE T256 void store_part(float *p, int n, __m256 v) {
     for (int i = 0; i < n; i++) p[i] = b[i];
 }
 
-/* decode attention (cpu_kern.h attn) over f32 caches, NV = hd / 8 vectors a row */
-INLINE T256 void attn8(const float *q, const float *k, const float *v, size_t ks, int len, int group, const int NV, float scale,
-                       float *s, float *out, float *ml) {
+/* 8 cache elements from element i of a K or V cache: f32, or f16 (F16) widened */
+INLINE T256 __m256 kv_ld8(const void *p, size_t i, const int F16) {
+    return F16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i))) : _mm256_loadu_ps((const float *)p + i);
+}
+
+/* prefetches the n elements of a cache from element i */
+INLINE void kv_pf8(const void *p, size_t i, int n, const int F16) {
+    const char *b = (const char *)p + i * (F16 ? 2 : 4);
+    for (int o = 0; o < n * (F16 ? 2 : 4); o += 64) _mm_prefetch(b + o, _MM_HINT_T0);
+}
+
+/* decode attention (cpu_kern.h attn), NV = hd / 8 vectors a row; F16: the caches hold f16, a
+ * block of 8 K rows widened once into kf for all the group's heads */
+INLINE T256 void attn8(const float *q, const void *k, const void *v, size_t ks, int len, int group, const int NV, const int F16,
+                       float scale, float *s, float *out, float *ml) {
     const int hd = 8 * NV;
+    float kf[8 * 256];
     int p0 = 0;
     for (; p0 + 8 <= len; p0 += 8) { /* scores of 8 positions a head at once (sum8) */
-        for (int r = 0; r < 8; r++)
-            for (int o = 0; o < hd; o += 16) _mm_prefetch((const char *)(k + (size_t)(p0 + ATTN_PF + r) * ks + o), _MM_HINT_T0);
-        const float *kb = k + (size_t)p0 * ks;
+        for (int r = 0; r < 8; r++) kv_pf8(k, (size_t)(p0 + ATTN_PF + r) * ks, hd, F16);
+        const float *kb = F16 ? kf : (const float *)k + (size_t)p0 * ks;
+        const size_t kst = F16 ? (size_t)hd : ks;
+        if (F16)
+            for (int r = 0; r < 8; r++)
+                for (int c = 0; c < NV; c++) _mm256_storeu_ps(kf + r * hd + 8 * c, kv_ld8(k, (size_t)(p0 + r) * ks + 8 * c, 1));
         for (int i = 0; i < group; i++) {
             const float *qi = q + (size_t)i * hd;
             __m256 acc[8];
             for (int r = 0; r < 8; r++) {
-                const float *kp = kb + (size_t)r * ks;
+                const float *kp = kb + (size_t)r * kst;
                 __m256 a = _mm256_mul_ps(_mm256_loadu_ps(qi), _mm256_loadu_ps(kp));
                 for (int c = 1; c < NV; c++) a = _mm256_fmadd_ps(_mm256_loadu_ps(qi + 8 * c), _mm256_loadu_ps(kp + 8 * c), a);
                 acc[r] = a;
@@ -77,9 +96,9 @@ INLINE T256 void attn8(const float *q, const float *k, const float *v, size_t ks
     }
     for (int p = p0; p < len; p++)
         for (int i = 0; i < group; i++) {
-            const float *qi = q + (size_t)i * hd, *kp = k + (size_t)p * ks;
-            __m256 a = _mm256_mul_ps(_mm256_loadu_ps(qi), _mm256_loadu_ps(kp));
-            for (int c = 1; c < NV; c++) a = _mm256_fmadd_ps(_mm256_loadu_ps(qi + 8 * c), _mm256_loadu_ps(kp + 8 * c), a);
+            const float *qi = q + (size_t)i * hd;
+            __m256 a = _mm256_mul_ps(_mm256_loadu_ps(qi), kv_ld8(k, (size_t)p * ks, F16));
+            for (int c = 1; c < NV; c++) a = _mm256_fmadd_ps(_mm256_loadu_ps(qi + 8 * c), kv_ld8(k, (size_t)p * ks + 8 * c, F16), a);
             s[(size_t)i * len + p] = hsum8(a) * scale;
         }
     for (int i = 0; i < group; i++) { /* softmax, normalised here so that V needs no divide */
@@ -120,10 +139,10 @@ INLINE T256 void attn8(const float *q, const float *k, const float *v, size_t ks
             for (int i = 0; i < 2; i++)
                 for (int c = 0; c < 4; c++) acc[i][c] = _mm256_setzero_ps();
             for (int p = 0; p < len; p++) {
-                const float *vp = v + (size_t)p * ks + 8 * (size_t)c0;
-                for (int o = 0; o < 8 * nc; o += 16) _mm_prefetch((const char *)(vp + ATTN_PF * ks + o), _MM_HINT_T0);
+                const size_t vp = (size_t)p * ks + 8 * (size_t)c0;
+                kv_pf8(v, vp + ATTN_PF * ks, 8 * nc, F16);
                 __m256 vv[4];
-                for (int c = 0; c < 4; c++) vv[c] = c < nc ? _mm256_loadu_ps(vp + 8 * c) : _mm256_setzero_ps();
+                for (int c = 0; c < 4; c++) vv[c] = c < nc ? kv_ld8(v, vp + 8 * c, F16) : _mm256_setzero_ps();
                 for (int i = 0; i < gi; i++) {
                     __m256 sp = _mm256_set1_ps(s[(size_t)(i0 + i) * len + p]);
                     for (int c = 0; c < 4; c++)
@@ -138,12 +157,133 @@ INLINE T256 void attn8(const float *q, const float *k, const float *v, size_t ks
 
 T256 void cpu_attn_avx2(const float *q, const void *k, const void *v, size_t ks, int kv16, int len, int group, int hd, float scale,
                         float *s, float *out, float *ml) {
-    (void)kv16; /* f32 caches only: the level has no to_f16 (cpu_attn_f16_ok) */
-    switch (hd) {
-    case 64: attn8(q, k, v, ks, len, group, 8, scale, s, out, ml); break;
-    case 128: attn8(q, k, v, ks, len, group, 16, scale, s, out, ml); break;
-    default: attn8(q, k, v, ks, len, group, hd / 8, scale, s, out, ml); break;
+    switch (hd / 8 + 100 * !!kv16) {
+    case 8: attn8(q, k, v, ks, len, group, 8, 0, scale, s, out, ml); break;
+    case 16: attn8(q, k, v, ks, len, group, 16, 0, scale, s, out, ml); break;
+    case 108: attn8(q, k, v, ks, len, group, 8, 1, scale, s, out, ml); break;
+    case 116: attn8(q, k, v, ks, len, group, 16, 1, scale, s, out, ml); break;
+    default:
+        if (kv16) attn8(q, k, v, ks, len, group, hd / 8, 1, scale, s, out, ml);
+        else attn8(q, k, v, ks, len, group, hd / 8, 0, scale, s, out, ml);
+        break;
     }
+}
+
+/* 8 rows of 8 floats to their columns (r[j] = column j) */
+INLINE T256 void transpose8(__m256 r[8]) {
+    __m256 t[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        __m256d a = _mm256_castps_pd(t[4 * i]), b = _mm256_castps_pd(t[4 * i + 2]);
+        __m256d c = _mm256_castps_pd(t[4 * i + 1]), d = _mm256_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm256_castpd_ps(_mm256_unpacklo_pd(a, b));
+        r[4 * i + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(a, b));
+        r[4 * i + 2] = _mm256_castpd_ps(_mm256_unpacklo_pd(c, d));
+        r[4 * i + 3] = _mm256_castpd_ps(_mm256_unpackhi_pd(c, d));
+    }
+    for (int j = 0; j < 4; j++) {
+        t[j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x20);
+        t[4 + j] = _mm256_permute2f128_ps(r[j], r[4 + j], 0x31);
+    }
+    for (int j = 0; j < 8; j++) r[j] = t[j];
+}
+
+/* Prefill (cpu_kern.h attn_blk), as the AVX-512 level's attn_blk_t: a block of 8 K rows
+ * transposed once (kt[d] = dimension d of the 8 rows) meets eight queries with one broadcast FMA a
+ * dimension; softmax per query over its rows; V rows loaded once for four queries and 16
+ * dimensions a pass. */
+INLINE T256 void attn_blk8(const float *q, size_t qs, int tb, int len0, const void *k, const void *v, size_t ks, int group,
+                           int hd, float scale, float *s, float *out, const int F16) {
+    const int nq = tb * group, lmax = len0 + tb - 1, L = (lmax + 15) & ~15, L8 = (lmax + 7) & ~7, NV = hd / 8;
+    float *kt = s + (size_t)nq * L; /* [hd][8] */
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int p0 = 0; p0 < lmax; p0 += 8) {
+        const int rows = lmax - p0 < 8 ? lmax - p0 : 8;
+        for (int c = 0; c < NV; c++) {
+            __m256 r[8];
+            for (int i = 0; i < 8; i++) r[i] = i < rows ? kv_ld8(k, (size_t)(p0 + i) * ks + 8 * c, F16) : _mm256_setzero_ps();
+            transpose8(r);
+            for (int i = 0; i < 8; i++) _mm256_storeu_ps(kt + (size_t)(8 * c + i) * 8, r[i]);
+        }
+        for (int q0 = 0; q0 < nq; q0 += 8) { /* eight queries a pass: eight FMA chains */
+            const int nb = nq - q0 < 8 ? nq - q0 : 8;
+            const float *qp[8];
+            __m256 acc[8];
+            for (int j = 0; j < 8; j++) {
+                int qi = q0 + (j < nb ? j : 0);
+                qp[j] = q + (size_t)(qi / group) * qs + (size_t)(qi % group) * hd;
+                acc[j] = _mm256_setzero_ps();
+            }
+            for (int d = 0; d < hd; d++) {
+                __m256 kd = _mm256_loadu_ps(kt + (size_t)d * 8);
+                for (int j = 0; j < 8; j++) acc[j] = _mm256_fmadd_ps(_mm256_broadcast_ss(qp[j] + d), kd, acc[j]);
+            }
+            for (int j = 0; j < 8; j++) { /* constant bounds keep acc in registers */
+                if (j >= nb) break;
+                const int qi = q0 + j, len = len0 + qi / group; /* rows >= len: this token's future */
+                __m256 live = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(len - p0), lane));
+                _mm256_storeu_ps(s + (size_t)qi * L + p0,
+                                 _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), _mm256_mul_ps(acc[j], _mm256_set1_ps(scale)), live));
+            }
+        }
+    }
+    float inv[256]; /* 1 / the softmax sum of each query (tb * group <= 256: cpu_kern.h) */
+    for (int qi = 0; qi < nq; qi++) { /* softmax over the row's length; the masked scores become 0 */
+        float *si = s + (size_t)qi * L;
+        __m256 mv = _mm256_set1_ps(-INFINITY), sum = _mm256_setzero_ps();
+        for (int p = 0; p < L8; p += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(si + p));
+        const __m256 mx = _mm256_set1_ps(hmax8(mv));
+        for (int p = 0; p < L8; p += 8) {
+            __m256 sv = _mm256_loadu_ps(si + p);
+            __m256 e = _mm256_and_ps(exp256(_mm256_sub_ps(sv, mx)), _mm256_cmp_ps(sv, _mm256_set1_ps(-INFINITY), _CMP_NEQ_OQ));
+            sum = _mm256_add_ps(sum, e);
+            _mm256_storeu_ps(si + p, e);
+        }
+        inv[qi] = 1.0f / hsum8(sum); /* applied to the output, not to every weight */
+    }
+    /* V: four queries and 16 dimensions a pass, each row's part loaded once a pass */
+    for (int q0 = 0; q0 < nq; q0 += 4) {
+        const int nb = nq - q0 < 4 ? nq - q0 : 4;
+        for (int c0 = 0; c0 < NV; c0 += 2) {
+            const int nc = NV - c0 < 2 ? NV - c0 : 2;
+            __m256 acc[4][2];
+            for (int j = 0; j < 4; j++) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+            for (int p = 0; p < lmax; p++) {
+                const size_t vp = (size_t)p * ks + 8 * (size_t)c0;
+                __m256 v0 = kv_ld8(v, vp, F16), v1 = nc > 1 ? kv_ld8(v, vp + 8, F16) : _mm256_setzero_ps();
+                for (int j = 0; j < 4; j++) {
+                    if (j >= nb) break;
+                    __m256 sp = _mm256_broadcast_ss(s + (size_t)(q0 + j) * L + p);
+                    acc[j][0] = _mm256_fmadd_ps(sp, v0, acc[j][0]);
+                    acc[j][1] = _mm256_fmadd_ps(sp, v1, acc[j][1]);
+                }
+            }
+            for (int j = 0; j < 4; j++) {
+                if (j >= nb) break;
+                const int qi = q0 + j;
+                float *o = out + (size_t)(qi / group) * qs + (size_t)(qi % group) * hd + 8 * c0;
+                for (int c = 0; c < 2; c++)
+                    if (c < nc) _mm256_storeu_ps(o + 8 * c, _mm256_mul_ps(acc[j][c], _mm256_set1_ps(inv[qi])));
+            }
+        }
+    }
+}
+
+T256 void cpu_attn_blk_avx2(const float *q, size_t qs, int tb, int len0, const void *k, const void *v, size_t ks, int kv16,
+                            int group, int hd, float scale, float *s, float *out) {
+    if (kv16) attn_blk8(q, qs, tb, len0, k, v, ks, group, hd, scale, s, out, 1);
+    else attn_blk8(q, qs, tb, len0, k, v, ks, group, hd, scale, s, out, 0);
+}
+
+/* KV cache rows to f16 (vcvtps2ph, nearest even) */
+T256 void cpu_to_f16_avx2(const float *x, uint16_t *y, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; i++) y[i] = (uint16_t)_cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
 /* the reference's rmsnorm: sum of squares (8 lanes, then reduced), then x * inv * w per element */

@@ -162,8 +162,8 @@ static T256 void axpy_avx2(float *y, float a, const float *x, int n) {
 /* the ops both AVX2 levels share */
 #define AVX2_OPS                                                                                                        \
     .quant = cpu_quant_portable, .qmm = qmm_avx2, .dmm = dmm_avx2, .dot = dot_avx2, .axpy = axpy_avx2,                  \
-    .attn = cpu_attn_avx2, .swiglu = cpu_swiglu_avx2, .rmsnorm = cpu_rmsnorm_avx2, .pk_ok = cpu_q4p_ok,                 \
-    .pk_quant = cpu_q4p_quant_avx2
+    .attn = cpu_attn_avx2, .attn_blk = cpu_attn_blk_avx2, .to_f16 = cpu_to_f16_avx2, .swiglu = cpu_swiglu_avx2,          \
+    .rmsnorm = cpu_rmsnorm_avx2, .pk_ok = cpu_q4p_ok, .pk_quant = cpu_q4p_quant_avx2
 
 const cpu_kernels cpu_kern_avx2 = {.name = "avx2", AVX2_OPS, .pk_qmm = cpu_q4p_qmm_avx2};
 /* with AVX-VNNI: the repacked 4-bit kernel on vpdpbusd (q4_pack_avx2.c) */
