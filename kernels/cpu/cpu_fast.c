@@ -936,9 +936,9 @@ static const cpu_kernels *pick_level(strata_err *err) {
 
 const char *cpu_fast_level(const backend *be) { return ((const fast_ctx *)be->ctx)->k->name; }
 
-/* whether the tile unit can take prefill: the CPU and OS run AMX, and the level is AVX-512's (the
+/* whether the tile unit can take prefill: the CPU and OS run AMX, and the level says so (the
  * tile path's quantizer and epilogue are AVX-512 code; its activations are that level's layout) */
-static int amx_ok(const fast_ctx *c) { return c->k->pk_qmm && !strcmp(c->k->name, "avx512") && cpu_amx_available(); }
+static int amx_ok(const fast_ctx *c) { return c->k->pk_qmm && c->k->amx && cpu_amx_available(); }
 
 int cpu_fast_option(backend *be, const char *name, int value) {
     fast_ctx *c = CTX(be);

@@ -121,6 +121,9 @@ typedef struct {
     int (*pk_ok)(const bk_weight *w, int planes);
     void (*pk_quant)(const float *x, cpu_qact *a, int t0, int t1);
     void (*pk_qmm)(const cpu_q4pack *p, const cpu_qact *a, float *y, int b0, int b1, int t0, int t1);
+    /* 1: the level's other paths are AVX-512, so prefill matmuls may take the AMX tile unit
+     * (q4_amx.c) where the CPU has it */
+    int amx;
 } cpu_kernels;
 
 #ifndef ATTN_PF

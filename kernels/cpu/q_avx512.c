@@ -598,6 +598,7 @@ const cpu_kernels cpu_kern_avx512 = {
     .chunk_ok = cpu_q4c_ok,
     .pk_ok = cpu_q4p_ok,
     .pk_quant = cpu_q4p_quant,
+    .amx = 1,
     .pk_qmm = cpu_q4p_qmm,
 };
 #endif
