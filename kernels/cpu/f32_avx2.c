@@ -44,19 +44,6 @@ INLINE T256 __m256 sum8(const __m256 a[8]) {
     return _mm256_add_ps(_mm256_permute2f128_ps(s0, s1, 0x20), _mm256_permute2f128_ps(s0, s1, 0x31));
 }
 
-/* lanes [0, n) of p, the rest `fill` */
-INLINE T256 __m256 load_part(const float *p, int n, float fill) {
-    float b[8];
-    for (int i = 0; i < 8; i++) b[i] = i < n ? p[i] : fill;
-    return _mm256_loadu_ps(b);
-}
-
-INLINE T256 void store_part(float *p, int n, __m256 v) {
-    float b[8];
-    _mm256_storeu_ps(b, v);
-    for (int i = 0; i < n; i++) p[i] = b[i];
-}
-
 /* 8 cache elements from element i of a K or V cache: f32, or f16 (F16) widened */
 INLINE T256 __m256 kv_ld8(const void *p, size_t i, const int F16) {
     return F16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i))) : _mm256_loadu_ps((const float *)p + i);
@@ -106,7 +93,7 @@ INLINE T256 void attn8(const float *q, const void *k, const void *v, size_t ks, 
         __m256 mv = _mm256_set1_ps(-INFINITY);
         int p = 0;
         for (; p + 8 <= len; p += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(si + p));
-        if (p < len) mv = _mm256_max_ps(mv, load_part(si + p, len - p, -INFINITY));
+        if (p < len) mv = _mm256_max_ps(mv, load8_part(si + p, len - p, -INFINITY));
         const __m256 mx = _mm256_set1_ps(hmax8(mv));
         __m256 sum = _mm256_setzero_ps();
         for (p = 0; p + 8 <= len; p += 8) {
@@ -115,11 +102,11 @@ INLINE T256 void attn8(const float *q, const void *k, const void *v, size_t ks, 
             _mm256_storeu_ps(si + p, e);
         }
         if (p < len) { /* the lanes past len are exp(-inf - max) = 0 before the clamp: zero them */
-            __m256 e = exp256(_mm256_sub_ps(load_part(si + p, len - p, 0.0f), mx));
+            __m256 e = exp256(_mm256_sub_ps(load8_part(si + p, len - p, 0.0f), mx));
             e = _mm256_blendv_ps(e, _mm256_setzero_ps(), _mm256_castsi256_ps(_mm256_cmpgt_epi32(
                                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(len - p - 1))));
             sum = _mm256_add_ps(sum, e);
-            store_part(si + p, len - p, e);
+            store8(si + p, len - p, e);
         }
         if (ml) { /* a slice of the rows: the caller merges the slices (cpu_kern.h) */
             ml[2 * i] = _mm256_cvtss_f32(mx);

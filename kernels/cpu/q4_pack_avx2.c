@@ -77,13 +77,6 @@ INLINE T256 __m256i bcast4(const int8_t *p) {
     return _mm256_set1_epi32(v);
 }
 
-/* rows_left (may be <= 0 or >= 8) of 8 floats to y */
-INLINE T256 void store8(float *y, int rows_left, __m256 v) {
-    if (rows_left >= 8) _mm256_storeu_ps(y, v);
-    else if (rows_left > 0)
-        _mm256_maskstore_ps(y, _mm256_cmpgt_epi32(_mm256_set1_epi32(rows_left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), v);
-}
-
 /* the AVX2 copy: pmaddubsw into int16 pairs of four vectors (at most 30720), pmaddwd to int32 */
 #define Q4P2_ATTR T256
 #define Q4P2_NAME(x) x##_avx2

@@ -123,13 +123,6 @@ INLINE T256 __m256 load_w8(const void *p, bk_dtype t, size_t i, int n) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
-INLINE T256 __m256 load_x8(const float *x, int n) {
-    if (n == 8) return _mm256_loadu_ps(x);
-    float tmp[8] = {0};
-    for (int k = 0; k < n; k++) tmp[k] = x[k];
-    return _mm256_loadu_ps(tmp);
-}
-
 static T256 void dmm_avx2(const bk_weight *w, const float *x, float *y, int r0, int r1, int t0, int t1) {
     const int K = w->cols;
     for (int r = r0; r < r1; r++)
@@ -137,7 +130,7 @@ static T256 void dmm_avx2(const bk_weight *w, const float *x, float *y, int r0, 
             __m256 acc = _mm256_setzero_ps();
             for (int c = 0; c < K; c += 8) {
                 int n = K - c < 8 ? K - c : 8;
-                acc = _mm256_fmadd_ps(load_w8(w->w->data, w->wdtype, (size_t)r * K + c, n), load_x8(x + (size_t)t * K + c, n), acc);
+                acc = _mm256_fmadd_ps(load_w8(w->w->data, w->wdtype, (size_t)r * K + c, n), load8_part(x + (size_t)t * K + c, n, 0.0f), acc);
             }
             y[(size_t)t * w->rows + r] = hsum8(acc);
         }
